@@ -1,0 +1,341 @@
+"""Typed, frozen, validated configs and the one CLI layer that builds them.
+
+Every config in jaxsafety is a ``@dataclasses.dataclass(frozen=True)``: hashable, so it can be a static argument
+under ``jax.jit``, and validated in ``__post_init__`` with the ``check_*`` helpers below, which raise
+:class:`ConfigError` naming the field, the bad value and the accepted values.
+
+:func:`parse_cli` turns such a dataclass (nested dataclasses included) into a command line::
+
+    python experiments/ppo_gymnax.py --smoke --num-seeds 8 --optim.lr 3e-4 --config overrides.yaml
+
+Why not tyro: its errors are multi-line boxes; we want a bad value to exit with *one* line naming the field and the
+accepted values, before any compute starts or any file is written. The mapping from fields to flags is the same
+(``--a.b.c`` for nested fields; ``-`` and ``_`` are interchangeable).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import types
+import typing
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+__all__ = [
+    "ConfigError",
+    "check",
+    "check_choice",
+    "check_range",
+    "config_from_dict",
+    "config_to_dict",
+    "parse_cli",
+]
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A config field holds a value outside its accepted set.
+
+    ``str(err)`` is a single line: ``<field>=<value>: accepted values are <accepted>``.
+    """
+
+    def __init__(self, field: str, value: Any, accepted: str):
+        self.field, self.value, self.accepted = field, value, accepted
+        super().__init__(f"{field}={value!r} is invalid: accepted values are {accepted}")
+
+    def with_prefix(self, prefix: str) -> ConfigError:
+        """The same error with the field path prefixed (used when a nested config fails)."""
+        return ConfigError(f"{prefix}.{self.field}", self.value, self.accepted)
+
+
+def check(ok: bool, field: str, value: Any, accepted: str) -> None:
+    """Raise :class:`ConfigError` unless ``ok``."""
+    if not ok:
+        raise ConfigError(field, value, accepted)
+
+
+def check_choice(field: str, value: Any, choices: Sequence[Any]) -> None:
+    """``value`` must be one of ``choices``."""
+    check(value in choices, field, value, "one of " + ", ".join(repr(c) for c in choices))
+
+
+def check_range(
+    field: str,
+    value: float | int,
+    *,
+    gt: float | None = None,
+    ge: float | None = None,
+    lt: float | None = None,
+    le: float | None = None,
+    integer: bool = False,
+) -> None:
+    """``value`` must lie in the given (half-)open interval; ``integer=True`` also requires an int."""
+    parts = []
+    if gt is not None:
+        parts.append(f"> {gt}")
+    if ge is not None:
+        parts.append(f">= {ge}")
+    if lt is not None:
+        parts.append(f"< {lt}")
+    if le is not None:
+        parts.append(f"<= {le}")
+    accepted = ("integers " if integer else "numbers ") + " and ".join(parts) if parts else "numbers"
+    is_num = isinstance(value, int | float) and not isinstance(value, bool)
+    if integer and not isinstance(value, int | bool):
+        is_num = False
+    ok = is_num and (
+        (gt is None or value > gt)
+        and (ge is None or value >= ge)
+        and (lt is None or value < lt)
+        and (le is None or value <= le)
+    )
+    check(ok, field, value, accepted)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# dict <-> config
+
+
+def config_to_dict(cfg: Any) -> dict[str, Any]:
+    """Nested plain dict (JSON-serialisable for the usual field types) of a dataclass config."""
+
+    def conv(v: Any) -> Any:
+        if dataclasses.is_dataclass(v) and not isinstance(v, type):
+            return {f.name: conv(getattr(v, f.name)) for f in dataclasses.fields(v)}
+        if isinstance(v, tuple | list):
+            return [conv(x) for x in v]
+        return v
+
+    return conv(cfg)
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _is_dataclass_type(tp: Any) -> bool:
+    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
+
+
+def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1 and len(typing.get_args(tp)) == 2:
+            return args[0], True
+    return tp, False
+
+
+def config_from_dict(cls: type[T], data: Mapping[str, Any], *, prefix: str = "") -> T:
+    """Build ``cls`` from a nested dict, recursing into nested dataclass fields.
+
+    Unknown keys and failed ``__post_init__`` checks raise :class:`ConfigError` with the full dotted field path.
+    """
+    hints = _hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        path = f"{prefix}{unknown[0]}"
+        raise ConfigError(path, data[unknown[0]], "fields " + ", ".join(prefix + k for k in sorted(fields)))
+    kwargs: dict[str, Any] = {}
+    for name, value in data.items():
+        tp, _ = _unwrap_optional(hints[name])
+        if _is_dataclass_type(tp) and isinstance(value, Mapping):
+            value = config_from_dict(tp, value, prefix=f"{prefix}{name}.")
+        elif typing.get_origin(tp) is tuple and isinstance(value, list):
+            value = tuple(value)
+        kwargs[name] = value
+    try:
+        return cls(**kwargs)
+    except ConfigError as err:
+        if prefix and not err.field.startswith(prefix):
+            raise err.with_prefix(prefix.rstrip(".")) from None
+        raise
+
+
+def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        if isinstance(v, Mapping) and isinstance(out.get(k), dict):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def load_overrides(path: str | Path) -> dict[str, Any]:
+    """Read a JSON or YAML file of (nested) config overrides."""
+    path = Path(path)
+    text = path.read_text()
+    if path.suffix in (".yaml", ".yml"):
+        import yaml
+
+        data = yaml.safe_load(text) or {}
+    else:
+        data = json.loads(text)
+    if not isinstance(data, dict):
+        raise ConfigError("--config", str(path), "a JSON/YAML file holding a mapping of field -> value")
+    return data
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# CLI
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse that reports errors on one line (``error: ...``) and exits with status 2."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"error: {message}\n")
+
+
+_TRUE = {"true", "1", "yes", "y", "on"}
+_FALSE = {"false", "0", "no", "n", "off"}
+
+
+def _scalar_parser(tp: Any, flag: str) -> tuple[Callable[[str], Any], str]:
+    """A str -> value converter for one scalar type, and the metavar/accepted-values text."""
+    tp, optional = _unwrap_optional(tp)
+
+    def wrap(fn: Callable[[str], Any], accepted: str) -> tuple[Callable[[str], Any], str]:
+        def conv(s: str) -> Any:
+            if optional and s.lower() in ("none", "null"):
+                return None
+            try:
+                return fn(s)
+            except (ValueError, TypeError):
+                raise argparse.ArgumentTypeError(
+                    f"{s!r} is invalid: accepted values are {accepted}{' or none' if optional else ''}"
+                ) from None
+
+        return conv, accepted
+
+    if typing.get_origin(tp) is Literal:
+        choices = typing.get_args(tp)
+        by_str = {str(c): c for c in choices}
+
+        def lit(s: str) -> Any:
+            if s not in by_str:
+                raise ValueError(s)
+            return by_str[s]
+
+        return wrap(lit, "one of " + ", ".join(map(str, choices)))
+    if tp is bool:
+
+        def boolean(s: str) -> bool:
+            if s.lower() in _TRUE:
+                return True
+            if s.lower() in _FALSE:
+                return False
+            raise ValueError(s)
+
+        return wrap(boolean, "true or false")
+    if tp is int:
+        return wrap(int, "an integer")
+    if tp is float:
+        return wrap(float, "a number")
+    if tp is str:
+        return wrap(str, "a string")
+    if tp is Path:
+        return wrap(Path, "a path")
+    raise TypeError(f"parse_cli: field {flag} has unsupported type {tp!r}")
+
+
+def _add_fields(parser: argparse.ArgumentParser, cls: type, path: str, dests: dict[str, str]) -> None:
+    hints = _hints(cls)
+    for f in dataclasses.fields(cls):
+        if not f.init:
+            continue
+        tp = hints[f.name]
+        inner, _ = _unwrap_optional(tp)
+        full = f"{path}{f.name}"
+        if _is_dataclass_type(inner):
+            _add_fields(parser, inner, full + ".", dests)
+            continue
+        dest = "cfg__" + full.replace(".", "__")
+        dests[dest] = full
+        flags = [f"--{full}"]
+        if "_" in full:
+            flags.append("--" + full.replace("_", "-"))
+        helptext = f.metadata.get("help", "")
+        if typing.get_origin(inner) is tuple:
+            args = typing.get_args(inner)
+            elem = args[0]
+            conv, accepted = _scalar_parser(elem, flags[0])
+            nargs: Any = "*" if (len(args) == 2 and args[1] is Ellipsis) else len(args)
+            parser.add_argument(
+                *flags, dest=dest, type=conv, nargs=nargs, help=f"{helptext} ({accepted}, ...)"
+            )
+        else:
+            conv, accepted = _scalar_parser(tp, flags[0])
+            kw: dict[str, Any] = {}
+            if inner is bool:
+                kw = {"nargs": "?", "const": True}
+            parser.add_argument(*flags, dest=dest, type=conv, help=f"{helptext} [{accepted}]".strip(), **kw)
+
+
+def _set_path(d: dict[str, Any], path: str, value: Any) -> None:
+    keys = path.split(".")
+    for k in keys[:-1]:
+        if not isinstance(d.get(k), dict):
+            d[k] = {}
+        d = d[k]
+    d[keys[-1]] = value
+
+
+def parse_cli(
+    cls: type[T],
+    argv: Sequence[str] | None = None,
+    *,
+    presets: Mapping[str, T] | None = None,
+    description: str | None = None,
+) -> T:
+    """Build a validated ``cls`` instance from the command line.
+
+    Precedence (later wins): the class defaults, a preset (``--smoke`` etc., from ``presets``), a ``--config``
+    JSON/YAML file, then ``--field value`` flags. Any bad value exits with status 2 and one line on stderr::
+
+        error: optim.lr=-1.0 is invalid: accepted values are numbers > 0
+    """
+    presets = dict(presets or {})
+    parser = _OneLineParser(
+        description=description or (cls.__doc__ or "").strip(),
+        argument_default=argparse.SUPPRESS,
+    )
+    parser.add_argument("--config", dest="_config_file", help="JSON/YAML file of config overrides")
+    parser.add_argument("--print-config", dest="_print_config", action="store_true", help="print and exit")
+    for name in presets:
+        parser.add_argument(f"--{name}", dest=f"_preset_{name}", action="store_true", help=f"{name} preset")
+    dests: dict[str, str] = {}
+    _add_fields(parser, cls, "", dests)
+    ns = vars(parser.parse_args(argv))
+    chosen = [n for n in presets if ns.get(f"_preset_{n}")]
+    if len(chosen) > 1:
+        parser.error(f"choose at most one preset of {', '.join('--' + n for n in presets)} (got {chosen})")
+    if chosen:
+        base = config_to_dict(presets[chosen[0]])
+    else:
+        try:  # start from the defaults so nested non-default instances survive partial overrides
+            base = config_to_dict(cls())
+        except TypeError:  # required fields: they must come from --config or flags
+            base = {}
+    try:
+        if "_config_file" in ns:
+            base = _merge(base, load_overrides(ns["_config_file"]))
+        overrides: dict[str, Any] = {}
+        for dest, full in dests.items():
+            if dest in ns:
+                value = ns[dest]
+                _set_path(overrides, full, list(value) if isinstance(value, list) else value)
+        cfg = config_from_dict(cls, _merge(base, overrides))
+    except (ConfigError, OSError, ValueError) as err:
+        parser.exit(2, f"error: {err}\n")
+    if ns.get("_print_config"):
+        print(json.dumps(config_to_dict(cfg), indent=2, default=str))
+        sys.exit(0)
+    return cfg

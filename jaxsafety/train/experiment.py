@@ -1,0 +1,112 @@
+"""The run directory every experiment script writes: ``<root>/<experiment>/<run-name>/``.
+
+Layout::
+
+    config.json        the full validated config
+    events.out.tfevents.*   TensorBoard logs (``tensorboard --logdir runs``)
+    checkpoints/<step>/     orbax checkpoints (the same run name resumes from the latest one)
+    results.json       headline numbers
+    *.png              plots of the headline figures
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+from jaxsafety.config import config_to_dict
+from jaxsafety.train.checkpoint import Checkpointer
+from jaxsafety.train.tracker import make_tracker
+
+__all__ = ["Run", "start_run", "write_json_atomic"]
+
+
+def _json_default(x: Any) -> Any:
+    if isinstance(x, np.ndarray | jax.Array):
+        return np.asarray(x).tolist()
+    if isinstance(x, np.generic):
+        return x.item()
+    if isinstance(x, Path):
+        return str(x)
+    if dataclasses.is_dataclass(x) and not isinstance(x, type):
+        return config_to_dict(x)
+    raise TypeError(f"not JSON-serialisable: {type(x).__name__}")
+
+
+def write_json_atomic(path: str | Path, data: Any) -> Path:
+    """Write JSON through a temp file + rename, so readers never see a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=2, default=_json_default)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+@dataclasses.dataclass
+class Run:
+    """Handles for one experiment run: its directory, tracker and (lazily) checkpointer."""
+
+    experiment: str
+    name: str
+    dir: Path
+    config: Any
+    tracker: Any
+
+    def checkpointer(self, save_every: int, keep_last: int = 3) -> Checkpointer:
+        return Checkpointer(self.dir / "checkpoints", save_every=save_every, keep_last=keep_last)
+
+    def save_results(self, results: dict[str, Any], name: str = "results.json") -> Path:
+        return write_json_atomic(self.dir / name, results)
+
+    def save_figure(self, fig: Any, name: str, step: int = 0) -> Path:
+        """Save a matplotlib figure as ``<run dir>/<name>.png`` and log it to TensorBoard."""
+        path = self.dir / f"{name}.png"
+        fig.savefig(path, dpi=120, bbox_inches="tight")
+        self.tracker.figure(f"figures/{name}", fig, step)
+        return path
+
+    def close(self) -> None:
+        self.tracker.close()
+
+    def __enter__(self) -> Run:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def start_run(
+    experiment: str,
+    config: Any,
+    *,
+    run_name: str | None = None,
+    root: str | Path = "runs",
+    tracker: str = "tensorboard",
+) -> Run:
+    """Create (or reopen, for resuming) ``<root>/<experiment>/<run_name>`` and write ``config.json`` there.
+
+    ``run_name`` defaults to a timestamp, i.e. a fresh run; pass an existing name to resume it.
+    """
+    run_name = run_name or datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    trk = make_tracker(experiment, run_name, root=root, backend=tracker)
+    run_dir = Path(root) / experiment / run_name if trk.logdir is None else trk.logdir
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cfg = config_to_dict(config) if dataclasses.is_dataclass(config) else dict(config)
+    write_json_atomic(run_dir / "config.json", cfg)
+    trk.text("config", "```\n" + json.dumps(cfg, indent=2, default=str) + "\n```", 0)
+    return Run(experiment=experiment, name=run_name, dir=run_dir, config=config, tracker=trk)
