@@ -73,11 +73,14 @@ class Checkpointer:
         self, step: int, state: Any, *, metadata: Mapping[str, Any] | None = None, force: bool = False
     ) -> bool:
         """Save ``state`` at ``step`` if the interval says so (or ``force``). Returns whether a save started."""
+        if not (force or self.should_save(step)):
+            return False
         args = ocp.args.Composite(
             state=ocp.args.StandardSave(_keys_to_data(state)),
             meta=ocp.args.JsonSave(dict(metadata or {})),
         )
-        return bool(self._mgr.save(int(step), args=args, force=force))
+        # the interval is decided here (orbax would also save the very first step it sees)
+        return bool(self._mgr.save(int(step), args=args, force=True))
 
     def latest_step(self) -> int | None:
         return self._mgr.latest_step()

@@ -1,0 +1,177 @@
+"""Timing harness shared by every benchmark.
+
+Compile time is reported separately from steady state: for a jitted function, ``lower(...).compile()`` is timed on
+its own and the steady state times the compiled executable; for anything else (a torch or numpy peer) the first call
+is reported as ``compile_s`` (it holds lazy initialisation). Steady state is the median (and min) of ``repeats``
+timed calls after ``warmup`` untimed ones, each ending in ``jax.block_until_ready`` so asynchronous dispatch is not
+mistaken for speed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import jax
+
+__all__ = ["RESULTS_DIR", "Timing", "machine_info", "time_fn", "time_jitted", "write_result"]
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+@dataclasses.dataclass(frozen=True)
+class Timing:
+    """Seconds: ``compile_s`` (compile, or first call for non-jitted functions) and steady-state statistics."""
+
+    compile_s: float
+    median_s: float
+    min_s: float
+    mean_s: float
+    std_s: float
+    repeats: int
+    times_s: tuple[float, ...]
+
+    def rate(self, work: float) -> float:
+        """``work`` units per second at the median time (e.g. env steps/s, FLOP/s)."""
+        return work / self.median_s
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _block(x: Any) -> Any:
+    return jax.block_until_ready(x)
+
+
+def _steady(call: Callable[[], Any], repeats: int, warmup: int) -> list[float]:
+    for _ in range(warmup):
+        _block(call())
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        _block(call())
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def _timing(compile_s: float, times: list[float]) -> Timing:
+    return Timing(
+        compile_s=compile_s,
+        median_s=statistics.median(times),
+        min_s=min(times),
+        mean_s=statistics.fmean(times),
+        std_s=statistics.pstdev(times),
+        repeats=len(times),
+        times_s=tuple(times),
+    )
+
+
+def time_jitted(fn: Callable[..., Any], *args: Any, repeats: int = 5, warmup: int = 1) -> Timing:
+    """Time a ``jax.jit``-wrapped ``fn(*args)``: AOT compile time, then steady-state calls of the executable.
+
+    A function without ``.lower`` (not jitted) falls back to :func:`time_fn`.
+    """
+    if repeats < 1:
+        raise ValueError(f"repeats={repeats} is invalid: accepted values are integers >= 1")
+    if not hasattr(fn, "lower"):
+        return time_fn(fn, *args, repeats=repeats, warmup=warmup)
+    t0 = time.perf_counter()
+    compiled = fn.lower(*args).compile()
+    compile_s = time.perf_counter() - t0
+    return _timing(compile_s, _steady(lambda: compiled(*args), repeats, warmup))
+
+
+def time_fn(fn: Callable[..., Any], *args: Any, repeats: int = 5, warmup: int = 1) -> Timing:
+    """Time any callable: the first call is ``compile_s``; then ``warmup`` untimed and ``repeats`` timed calls."""
+    if repeats < 1:
+        raise ValueError(f"repeats={repeats} is invalid: accepted values are integers >= 1")
+    t0 = time.perf_counter()
+    _block(fn(*args))
+    first = time.perf_counter() - t0
+    return _timing(first, _steady(lambda: fn(*args), repeats, max(warmup - 1, 0)))
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def machine_info() -> dict[str, Any]:
+    """Where a number was measured: devices, core count, library versions, commit, time."""
+    import numpy as np
+
+    devices = jax.devices()
+    info: dict[str, Any] = {
+        "timestamp_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "platform": platform.platform(),
+        "cpu": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "cpu_affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "python": sys.version.split()[0],
+        "jax": jax.__version__,
+        "backend": jax.default_backend(),
+        "device_kind": devices[0].device_kind,
+        "device_count": len(devices),
+        "numpy": np.__version__,
+        "git_commit": _git_commit(),
+    }
+    if "torch" in sys.modules:
+        torch = sys.modules["torch"]
+        info["torch"] = torch.__version__
+        info["torch_threads"] = torch.get_num_threads()
+    return info
+
+
+def write_result(name: str, payload: dict[str, Any], results_dir: str | Path | None = None) -> Path:
+    """Write ``payload`` plus :func:`machine_info` to ``<results_dir>/<name>.json`` (atomically)."""
+    results_dir = Path(results_dir) if results_dir is not None else RESULTS_DIR
+    results_dir.mkdir(parents=True, exist_ok=True)
+    data = {"benchmark": name, "machine": machine_info(), **payload}
+    path = results_dir / f"{name}.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=float) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def cli_main(name: str, run: Callable[[bool], dict[str, Any]], argv: list[str] | None = None) -> dict[str, Any]:
+    """``python -m benchmarks.<name> [--quick] [--out DIR]``: run, print the summary, write the JSON."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog=f"benchmarks.{name}")
+    parser.add_argument("--quick", action="store_true", help="small sizes (seconds, for CI and smoke checks)")
+    parser.add_argument("--out", default=None, help=f"results directory (default {RESULTS_DIR})")
+    args = parser.parse_args(argv)
+    payload = run(args.quick)
+    path = write_result(name, {"quick": args.quick, **payload}, args.out)
+    print(f"[{name}] wrote {path}")
+    return payload

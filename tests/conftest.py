@@ -1,0 +1,13 @@
+"""Shared test fixtures. Tests run on CPU; progress bars are off."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("JAXSAFETY_PROGRESS", "0")
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+if str(REPO_ROOT) not in sys.path:  # experiments/ and benchmarks/ are imported from the repo root
+    sys.path.insert(0, str(REPO_ROOT))
