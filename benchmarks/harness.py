@@ -163,7 +163,9 @@ def write_result(name: str, payload: dict[str, Any], results_dir: str | Path | N
     return path
 
 
-def cli_main(name: str, run: Callable[[bool], dict[str, Any]], argv: list[str] | None = None) -> dict[str, Any]:
+def cli_main(
+    name: str, run: Callable[[bool], dict[str, Any]], argv: list[str] | None = None
+) -> dict[str, Any]:
     """``python -m benchmarks.<name> [--quick] [--out DIR]``: run, print the summary, write the JSON."""
     import argparse
 

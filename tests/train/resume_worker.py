@@ -14,7 +14,6 @@ import signal
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from flax import nnx
 
 from jaxsafety.train import Checkpointer, OptimizerConfig, make_optimizer, nnx_train_step, run_loop
