@@ -1,0 +1,35 @@
+"""Flax NNX model zoo: GPT-2 and Llama families (Mistral, Qwen2), score/value heads, one activation mechanism.
+
+from jaxsafety.models import GPT2, GPT2Config, Llama, LlamaConfig, Hooks, add
+model = Llama(LlamaConfig(vocab_size=512, d_model=128, n_layers=2, n_heads=4, n_kv_heads=2), rngs=nnx.Rngs(0))
+logits = model(tokens, attention_mask)                                   # [B, T, V]
+out = model.forward(tokens, mask, hooks=Hooks.make(capture="blocks.*.resid_post",
+                                                   edits=[add("blocks.1.resid_post", steer)]))
+"""
+
+from jaxsafety.models.gpt2 import GPT2, GPT2Config
+from jaxsafety.models.heads import ScoreModel, ScoreOutput, last_token_index
+from jaxsafety.models.hooks import Edit, Hooks, add, project_out, replace, scale
+from jaxsafety.models.llama import Llama, LlamaConfig, RopeScaling
+from jaxsafety.models.transformer import CausalLM, KVCache, ModelOutput, positions_from_mask
+
+__all__ = [
+    "GPT2",
+    "CausalLM",
+    "Edit",
+    "GPT2Config",
+    "Hooks",
+    "KVCache",
+    "Llama",
+    "LlamaConfig",
+    "ModelOutput",
+    "RopeScaling",
+    "ScoreModel",
+    "ScoreOutput",
+    "add",
+    "last_token_index",
+    "positions_from_mask",
+    "project_out",
+    "replace",
+    "scale",
+]

@@ -1,0 +1,449 @@
+"""The decoder-only transformer that every architecture in the zoo instantiates.
+
+GPT-2 and Llama (and Mistral / Qwen2, which are Llama with options) differ only in a few switches, carried by their
+config classes (``gpt2.py``, ``llama.py``): LayerNorm vs RMSNorm, learned positions vs RoPE, GELU MLP vs SwiGLU,
+q/k/v biases, tied embeddings, grouped-query attention. Writing the block once keeps the activation sites, the KV
+cache and the masking rules identical across architectures, which is what the studies built on top rely on.
+
+Conventions
+- ``tokens`` int [B, T]; ``attention_mask`` [B, T] (1 = real token, 0 = padding; left or right padding).
+- Positions default to ``cumsum(mask) - 1`` per row, so a left-padded sequence gets the same positions (and the
+  same outputs at its real tokens) as the unpadded one.
+- Parameters are ``param_dtype`` (float32 by default); activations run in ``dtype`` (e.g. bfloat16 on GPU/TPU);
+  attention softmax, norms and logits are computed in float32.
+- Linear kernels are [in, out]; q/k/v (and gate/up) projections are fused into one matmul each.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, NamedTuple, Protocol
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from jaxsafety.models.hooks import HookContext, Hooks
+
+__all__ = ["CausalLM", "KVCache", "ModelOutput", "TransformerSpec", "positions_from_mask", "rope_frequencies"]
+
+_NEG = -0.7 * float(jnp.finfo(jnp.float32).max)  # finite: fully-masked (padding) query rows give no NaNs
+
+
+class TransformerSpec(Protocol):
+    """What the decoder reads from an architecture config (GPT2Config, LlamaConfig)."""
+
+    vocab_size: int
+    d_model: int
+    n_layers: int
+    n_heads: int
+    max_seq_len: int
+    dtype: str
+    param_dtype: str
+
+    @property
+    def n_kv_heads_(self) -> int: ...
+    @property
+    def head_dim_(self) -> int: ...
+    @property
+    def d_ff_(self) -> int: ...
+    @property
+    def norm(self) -> str: ...  # "layernorm" | "rmsnorm"
+    @property
+    def norm_eps(self) -> float: ...
+    @property
+    def positional(self) -> str: ...  # "learned" | "rope"
+    @property
+    def mlp(self) -> str: ...  # "gelu" | "swiglu"
+    @property
+    def activation(self) -> str: ...  # "gelu_new" | "gelu" | "silu" | "relu"
+    @property
+    def qkv_bias(self) -> bool: ...
+    @property
+    def out_bias(self) -> bool: ...
+    @property
+    def mlp_bias(self) -> bool: ...
+    @property
+    def tie_embeddings(self) -> bool: ...
+    @property
+    def rope_inv_freq(self) -> tuple[float, ...]: ...
+
+
+class KVCache(NamedTuple):
+    """Per-layer keys/values ``[B, S, Hkv, Dh]`` over ``S`` slots, which slots hold tokens ``mask [B, S]``, and
+    the next slot to write ``index`` (shared by the batch: prompts are left-padded to a common length)."""
+
+    keys: tuple[jax.Array, ...]
+    values: tuple[jax.Array, ...]
+    mask: jax.Array
+    index: jax.Array
+
+    @property
+    def max_len(self) -> int:
+        return self.mask.shape[1]
+
+    def lengths(self) -> jax.Array:
+        """Number of real tokens held per row ``[B]`` (= the position of the next token)."""
+        return self.mask.sum(-1).astype(jnp.int32)
+
+    def repeat(self, n: int) -> KVCache:
+        """Tile a batch-1 cache to batch ``n`` (shared-prefix scoring: prefill the prefix once, score n suffixes)."""
+        rep = lambda a: jnp.repeat(a, n, axis=0)  # noqa: E731
+        return KVCache(tuple(map(rep, self.keys)), tuple(map(rep, self.values)), rep(self.mask), self.index)
+
+
+class ModelOutput(NamedTuple):
+    logits: jax.Array | None  # [B, T, V] float32 (None when the LM head is skipped)
+    hidden: jax.Array  # [B, T, D] after the final norm
+    cache: KVCache | None
+    activations: dict[str, jax.Array]  # captured by Hooks
+
+
+def positions_from_mask(mask: jax.Array, offset: jax.Array | int = 0) -> jax.Array:
+    """``offset + cumsum(mask) - 1`` clipped at ``offset``: positions that ignore padding ([B, T] int32)."""
+    mask = mask.astype(jnp.int32)
+    pos = jnp.cumsum(mask, axis=-1) - 1
+    return (jnp.maximum(pos, 0) + jnp.asarray(offset, jnp.int32)[..., None]).astype(jnp.int32)
+
+
+def rope_frequencies(head_dim: int, theta: float, scaling: dict[str, Any] | None = None) -> tuple[float, ...]:
+    """RoPE inverse frequencies ``theta^(-2i/d)``, with HF's ``linear`` or ``llama3`` scaling applied.
+
+    llama3 (Meta, Llama 3.1): wavelengths longer than ``original_max_position_embeddings / low_freq_factor`` are
+    divided by ``factor``, shorter than ``.../high_freq_factor`` kept, and the band between interpolated smoothly.
+    """
+    import numpy as np
+
+    inv = 1.0 / (theta ** (np.arange(0, head_dim, 2, dtype=np.float64) / head_dim))
+    if scaling:
+        kind = scaling.get("rope_type", scaling.get("type"))
+        factor = float(scaling["factor"])
+        if kind == "linear":
+            inv = inv / factor
+        elif kind == "llama3":
+            low, high = float(scaling["low_freq_factor"]), float(scaling["high_freq_factor"])
+            old = float(scaling["original_max_position_embeddings"])
+            wavelen = 2 * math.pi / inv
+            scaled = np.where(wavelen > old / low, inv / factor, inv)
+            smooth = (old / wavelen - low) / (high - low)
+            smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+            medium = ~(wavelen < old / high) & ~(wavelen > old / low)
+            inv = np.where(medium, smoothed, scaled)
+        else:
+            raise ValueError(f"rope_scaling type {kind!r} is invalid: accepted values are 'linear', 'llama3'")
+    return tuple(float(f) for f in inv.astype(np.float32))
+
+
+def _apply_rope(x: jax.Array, positions: jax.Array, inv_freq: jax.Array) -> jax.Array:
+    """Rotate-half RoPE (the HF Llama convention): x [B, T, H, Dh], positions [B, T]."""
+    ang = positions[..., None].astype(jnp.float32) * inv_freq  # [B, T, Dh/2]
+    cos = jnp.concatenate([jnp.cos(ang)] * 2, -1)[:, :, None, :]
+    sin = jnp.concatenate([jnp.sin(ang)] * 2, -1)[:, :, None, :]
+    xf = x.astype(jnp.float32)
+    half = x.shape[-1] // 2
+    rot = jnp.concatenate([-xf[..., half:], xf[..., :half]], -1)
+    return (xf * cos + rot * sin).astype(x.dtype)
+
+
+def _activation(name: str):
+    if name == "gelu_new":
+        return lambda x: jax.nn.gelu(x, approximate=True)
+    if name == "gelu":
+        return lambda x: jax.nn.gelu(x, approximate=False)
+    if name == "silu":
+        return jax.nn.silu
+    if name == "relu":
+        return jax.nn.relu
+    raise ValueError(f"activation {name!r} is invalid: accepted values are gelu_new, gelu, silu, relu")
+
+
+class RMSNorm(nnx.Module):
+    """``w * x / sqrt(mean(x^2) + eps)`` computed in float32 (Zhang & Sennrich 2019; HF LlamaRMSNorm)."""
+
+    def __init__(self, dim: int, eps: float, *, param_dtype: Any):
+        self.scale = nnx.Param(jnp.ones((dim,), param_dtype))
+        self.eps = eps
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        xf = x.astype(jnp.float32)
+        xf = xf * jax.lax.rsqrt(jnp.mean(xf * xf, axis=-1, keepdims=True) + self.eps)
+        return (self.scale[...].astype(jnp.float32) * xf).astype(x.dtype)
+
+
+class LayerNorm(nnx.Module):
+    """LayerNorm in float32 with scale and bias (GPT-2)."""
+
+    def __init__(self, dim: int, eps: float, *, param_dtype: Any):
+        self.scale = nnx.Param(jnp.ones((dim,), param_dtype))
+        self.bias = nnx.Param(jnp.zeros((dim,), param_dtype))
+        self.eps = eps
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        xf = x.astype(jnp.float32)
+        mean = xf.mean(-1, keepdims=True)
+        var = jnp.mean(jnp.square(xf - mean), -1, keepdims=True)
+        y = (xf - mean) * jax.lax.rsqrt(var + self.eps)
+        return (y * self.scale[...].astype(jnp.float32) + self.bias[...].astype(jnp.float32)).astype(x.dtype)
+
+
+def _norm(cfg: TransformerSpec, param_dtype: Any) -> nnx.Module:
+    cls = RMSNorm if cfg.norm == "rmsnorm" else LayerNorm
+    return cls(cfg.d_model, cfg.norm_eps, param_dtype=param_dtype)
+
+
+def _linear(
+    n_in: int, n_out: int, bias: bool, cfg: TransformerSpec, rngs: nnx.Rngs, std: float
+) -> nnx.Linear:
+    return nnx.Linear(
+        n_in,
+        n_out,
+        use_bias=bias,
+        dtype=jnp.dtype(cfg.dtype),
+        param_dtype=jnp.dtype(cfg.param_dtype),
+        kernel_init=nnx.initializers.normal(std),
+        rngs=rngs,
+    )
+
+
+class Attention(nnx.Module):
+    """Multi-head / grouped-query causal self-attention with a fused qkv projection and an optional KV cache."""
+
+    def __init__(self, cfg: TransformerSpec, *, rngs: nnx.Rngs):
+        self.n_heads, self.n_kv, self.head_dim = cfg.n_heads, cfg.n_kv_heads_, cfg.head_dim_
+        std = 0.02
+        out_std = 0.02 / math.sqrt(2 * cfg.n_layers)  # GPT-2's scaled init of residual projections
+        self.qkv = _linear(
+            cfg.d_model, (self.n_heads + 2 * self.n_kv) * self.head_dim, cfg.qkv_bias, cfg, rngs, std
+        )
+        self.out = _linear(self.n_heads * self.head_dim, cfg.d_model, cfg.out_bias, cfg, rngs, out_std)
+        self.rope = cfg.positional == "rope"
+        self.inv_freq = cfg.rope_inv_freq if self.rope else ()  # static: folded into the graph as a constant
+
+    def __call__(
+        self,
+        x: jax.Array,
+        positions: jax.Array,
+        key_mask: jax.Array,
+        cache_kv: tuple[jax.Array, jax.Array] | None,
+        index: jax.Array,
+        ctx: HookContext,
+        site: str,
+    ) -> tuple[jax.Array, tuple[jax.Array, jax.Array] | None]:
+        b, t, _ = x.shape
+        h, hk, dh = self.n_heads, self.n_kv, self.head_dim
+        qkv = ctx(f"{site}.qkv", self.qkv(x))
+        q = qkv[..., : h * dh].reshape(b, t, h, dh)
+        k = qkv[..., h * dh : (h + hk) * dh].reshape(b, t, hk, dh)
+        v = qkv[..., (h + hk) * dh :].reshape(b, t, hk, dh)
+        if self.rope:
+            inv = jnp.asarray(self.inv_freq, jnp.float32)
+            q, k = _apply_rope(q, positions, inv), _apply_rope(k, positions, inv)
+        if cache_kv is not None:
+            ck, cv = cache_kv
+            k = jax.lax.dynamic_update_slice(ck, k.astype(ck.dtype), (0, index, 0, 0))
+            v = jax.lax.dynamic_update_slice(cv, v.astype(cv.dtype), (0, index, 0, 0))
+            new_cache = (k, v)
+        else:
+            new_cache = None
+        s = k.shape[1]
+        # slot j is visible to query i (written at slot index + i) iff it holds a token and j <= index + i
+        q_slot = index + jnp.arange(t)
+        allowed = key_mask[:, None, :] & (jnp.arange(s)[None, None, :] <= q_slot[None, :, None])  # [B, T, S]
+        g = h // hk
+        qg = q.reshape(b, t, hk, g, dh)
+        scores = jnp.einsum("btkgd,bskd->bkgts", qg, k.astype(q.dtype)).astype(jnp.float32)
+        scores = scores / math.sqrt(dh)
+        scores = jnp.where(allowed[:, None, None], scores, _NEG)
+        probs = jax.nn.softmax(scores, axis=-1)
+        probs = ctx(f"{site}.probs", probs.reshape(b, h, t, s)).reshape(b, hk, g, t, s)
+        z = jnp.einsum("bkgts,bskd->btkgd", probs.astype(x.dtype), v.astype(x.dtype)).reshape(b, t, h, dh)
+        z = ctx(f"{site}.z", z)
+        return self.out(z.reshape(b, t, h * dh)), new_cache
+
+
+class MLP(nnx.Module):
+    """GELU MLP (GPT-2) or SwiGLU (Llama: ``down(silu(gate x) * up x)``, gate and up fused)."""
+
+    def __init__(self, cfg: TransformerSpec, *, rngs: nnx.Rngs):
+        self.gated = cfg.mlp == "swiglu"
+        self.act = cfg.activation
+        width = cfg.d_ff_ * (2 if self.gated else 1)
+        self.up = _linear(cfg.d_model, width, cfg.mlp_bias, cfg, rngs, 0.02)
+        self.down = _linear(
+            cfg.d_ff_, cfg.d_model, cfg.mlp_bias, cfg, rngs, 0.02 / math.sqrt(2 * cfg.n_layers)
+        )
+
+    def __call__(self, x: jax.Array, ctx: HookContext, site: str) -> jax.Array:
+        pre = ctx(f"{site}.pre", self.up(x))
+        act = _activation(self.act)
+        if self.gated:
+            gate, up = jnp.split(pre, 2, axis=-1)
+            hidden = act(gate) * up
+        else:
+            hidden = act(pre)
+        return self.down(ctx(f"{site}.hidden", hidden))
+
+
+class Block(nnx.Module):
+    """Pre-norm block: ``x + attn(ln1 x)``, then ``+ mlp(ln2 x)``."""
+
+    def __init__(self, cfg: TransformerSpec, *, rngs: nnx.Rngs):
+        pd = jnp.dtype(cfg.param_dtype)
+        self.ln1 = _norm(cfg, pd)
+        self.attn = Attention(cfg, rngs=rngs)
+        self.ln2 = _norm(cfg, pd)
+        self.mlp = MLP(cfg, rngs=rngs)
+
+    def __call__(self, x, positions, key_mask, cache_kv, index, ctx: HookContext, i: int):
+        p = f"blocks.{i}"
+        x = ctx(f"{p}.resid_pre", x)
+        a, new_kv = self.attn(
+            ctx(f"{p}.ln1", self.ln1(x)), positions, key_mask, cache_kv, index, ctx, f"{p}.attn"
+        )
+        x = ctx(f"{p}.resid_mid", x + ctx(f"{p}.attn_out", a))
+        m = self.mlp(ctx(f"{p}.ln2", self.ln2(x)), ctx, f"{p}.mlp")
+        x = ctx(f"{p}.resid_post", x + ctx(f"{p}.mlp_out", m))
+        return x, new_kv
+
+
+class CausalLM(nnx.Module):
+    """Decoder-only LM: ``model(tokens, attention_mask) -> logits [B, T, V]``; :meth:`forward` for the rest."""
+
+    def __init__(self, config: Any, *, rngs: nnx.Rngs):
+        self.config = config
+        pd = jnp.dtype(config.param_dtype)
+        self.embed = nnx.Embed(
+            config.vocab_size,
+            config.d_model,
+            dtype=jnp.dtype(config.dtype),
+            param_dtype=pd,
+            embedding_init=nnx.initializers.normal(0.02),
+            rngs=rngs,
+        )
+        if config.positional == "learned":
+            self.pos_embed = nnx.Embed(
+                config.max_seq_len,
+                config.d_model,
+                dtype=jnp.dtype(config.dtype),
+                param_dtype=pd,
+                embedding_init=nnx.initializers.normal(0.01),
+                rngs=rngs,
+            )
+        self.blocks = nnx.List([Block(config, rngs=rngs) for _ in range(config.n_layers)])
+        self.final_norm = _norm(config, pd)
+        if not config.tie_embeddings:
+            self.lm_head = _linear(config.d_model, config.vocab_size, False, config, rngs, 0.02)
+
+    # ------------------------------------------------------------------------------------------------------------
+    def __call__(
+        self, tokens: jax.Array, attention_mask: jax.Array | None = None, **kwargs: Any
+    ) -> jax.Array:
+        return self.forward(tokens, attention_mask, **kwargs).logits
+
+    def forward(
+        self,
+        tokens: jax.Array,
+        attention_mask: jax.Array | None = None,
+        *,
+        positions: jax.Array | None = None,
+        cache: KVCache | None = None,
+        hooks: Hooks | None = None,
+        compute_logits: bool = True,
+        logits_last_only: bool = False,
+    ) -> ModelOutput:
+        """Full forward pass.
+
+        With ``cache``, ``tokens`` are written at slots ``cache.index ...`` and attend to everything cached before
+        (prefill: the whole left-padded prompt; decode: one token per row). ``logits_last_only`` computes logits
+        for the last position only ([B, 1, V]), which is all sampling needs.
+        """
+        b, t = tokens.shape
+        mask = jnp.ones((b, t), jnp.bool_) if attention_mask is None else attention_mask.astype(jnp.bool_)
+        if cache is not None:
+            index = cache.index
+            key_mask = jax.lax.dynamic_update_slice(cache.mask, mask, (0, index))
+            if positions is None:
+                positions = positions_from_mask(mask, cache.lengths())
+        else:
+            index = jnp.int32(0)
+            key_mask = mask
+            if positions is None:
+                positions = positions_from_mask(mask)
+        ctx = HookContext(hooks)
+        x = self.embed(tokens)
+        if self.config.positional == "learned":
+            x = x + self.pos_embed(positions)
+        new_keys, new_values = [], []
+        for i, block in enumerate(self.blocks):
+            kv = (cache.keys[i], cache.values[i]) if cache is not None else None
+            x, new_kv = block(x, positions, key_mask, kv, index, ctx, i)
+            if new_kv is not None:
+                new_keys.append(new_kv[0])
+                new_values.append(new_kv[1])
+        hidden = ctx("final_hidden", self.final_norm(x))
+        logits = None
+        if compute_logits:
+            h = hidden[:, -1:] if logits_last_only else hidden
+            logits = self.logits(h)
+        ctx.check()
+        new_cache = None
+        if cache is not None:
+            new_cache = KVCache(tuple(new_keys), tuple(new_values), key_mask, index + t)
+        return ModelOutput(logits, hidden, new_cache, ctx.captured)
+
+    def logits(self, hidden: jax.Array) -> jax.Array:
+        """LM head on final hidden states, in float32."""
+        if self.config.tie_embeddings:
+            return self.embed.attend(hidden).astype(jnp.float32)
+        return self.lm_head(hidden).astype(jnp.float32)
+
+    def init_cache(self, batch: int, max_len: int, dtype: Any = None) -> KVCache:
+        """An empty cache of ``max_len`` slots (in the computation dtype unless ``dtype`` is given)."""
+        cfg = self.config
+        if cfg.positional == "learned" and max_len > cfg.max_seq_len:
+            raise ValueError(
+                f"max_len={max_len} is invalid: accepted values are <= max_seq_len ({cfg.max_seq_len})"
+            )
+        dt = jnp.dtype(dtype or cfg.dtype)
+        shape = (batch, max_len, cfg.n_kv_heads_, cfg.head_dim_)
+        zeros = tuple(jnp.zeros(shape, dt) for _ in range(cfg.n_layers))
+        return KVCache(
+            zeros,
+            tuple(jnp.zeros(shape, dt) for _ in range(cfg.n_layers)),
+            jnp.zeros((batch, max_len), jnp.bool_),
+            jnp.int32(0),
+        )
+
+    def site_names(self) -> list[str]:
+        """All activation sites of this model, in forward order (for :class:`~jaxsafety.models.hooks.Hooks`)."""
+        per_block = [
+            "resid_pre",
+            "ln1",
+            "attn.qkv",
+            "attn.probs",
+            "attn.z",
+            "attn_out",
+            "resid_mid",
+            "ln2",
+            "mlp.pre",
+            "mlp.hidden",
+            "mlp_out",
+            "resid_post",
+        ]
+        return [f"blocks.{i}.{s}" for i in range(self.config.n_layers) for s in per_block] + ["final_hidden"]
+
+    def num_params(self, include_embeddings: bool = True) -> int:
+        params = nnx.state(self, nnx.Param)
+        n = sum(x.size for x in jax.tree.leaves(params))
+        if not include_embeddings:
+            n -= self.embed.embedding[...].size
+            if self.config.positional == "learned":
+                n -= self.pos_embed.embedding[...].size
+        return int(n)
+
+    def flops_per_token(self, seq_len: int) -> float:
+        """Training FLOPs per token (forward + backward = 3x forward), counting matmuls and attention scores:
+        ``6 N + 6 L T D`` with N the non-embedding matmul parameters plus the LM head (Kaplan et al. 2020)."""
+        cfg = self.config
+        n = self.num_params(include_embeddings=False) + cfg.vocab_size * cfg.d_model
+        return 6.0 * n + 6.0 * cfg.n_layers * seq_len * cfg.n_heads * cfg.head_dim_
