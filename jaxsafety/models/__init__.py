@@ -9,6 +9,7 @@ out = model.forward(tokens, mask, hooks=Hooks.make(capture="blocks.*.resid_post"
 
 from jaxsafety.models.gpt2 import GPT2, GPT2Config
 from jaxsafety.models.heads import ScoreModel, ScoreOutput, last_token_index
+from jaxsafety.models.hf import config_from_hf, config_to_hf, from_hf, to_hf
 from jaxsafety.models.hooks import Edit, Hooks, add, project_out, replace, scale
 from jaxsafety.models.llama import Llama, LlamaConfig, RopeScaling
 from jaxsafety.models.transformer import CausalLM, KVCache, ModelOutput, positions_from_mask
@@ -27,9 +28,13 @@ __all__ = [
     "ScoreModel",
     "ScoreOutput",
     "add",
+    "config_from_hf",
+    "config_to_hf",
+    "from_hf",
     "last_token_index",
     "positions_from_mask",
     "project_out",
     "replace",
     "scale",
+    "to_hf",
 ]
