@@ -7,6 +7,17 @@ out = model.forward(tokens, mask, hooks=Hooks.make(capture="blocks.*.resid_post"
                                                    edits=[add("blocks.1.resid_post", steer)]))
 """
 
+from jaxsafety.models.generate import (
+    ContinuationScores,
+    GenerateOutput,
+    SamplingConfig,
+    generate,
+    left_pad,
+    right_pad,
+    score_continuations,
+    sequence_logprobs,
+    token_logprobs,
+)
 from jaxsafety.models.gpt2 import GPT2, GPT2Config
 from jaxsafety.models.heads import ScoreModel, ScoreOutput, last_token_index
 from jaxsafety.models.hf import config_from_hf, config_to_hf, from_hf, to_hf
@@ -17,24 +28,33 @@ from jaxsafety.models.transformer import CausalLM, KVCache, ModelOutput, positio
 __all__ = [
     "GPT2",
     "CausalLM",
+    "ContinuationScores",
     "Edit",
     "GPT2Config",
+    "GenerateOutput",
     "Hooks",
     "KVCache",
     "Llama",
     "LlamaConfig",
     "ModelOutput",
     "RopeScaling",
+    "SamplingConfig",
     "ScoreModel",
     "ScoreOutput",
     "add",
     "config_from_hf",
     "config_to_hf",
     "from_hf",
+    "generate",
     "last_token_index",
+    "left_pad",
     "positions_from_mask",
     "project_out",
     "replace",
+    "right_pad",
     "scale",
+    "score_continuations",
+    "sequence_logprobs",
     "to_hf",
+    "token_logprobs",
 ]
