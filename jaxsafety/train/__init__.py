@@ -2,6 +2,14 @@
 
 from jaxsafety.config import ConfigError, check, check_choice, check_range, parse_cli
 from jaxsafety.train.checkpoint import Checkpointer
+from jaxsafety.train.lm import (
+    PretrainConfig,
+    PretrainResult,
+    evaluate_lm,
+    make_lm_train_step,
+    next_token_loss,
+    pretrain,
+)
 from jaxsafety.train.loop import nnx_train_step, run_loop
 from jaxsafety.train.optim import OptimizerConfig, make_optimizer, make_schedule
 from jaxsafety.train.progress import progress, progress_enabled
@@ -12,17 +20,23 @@ __all__ = [
     "ConfigError",
     "NoOpTracker",
     "OptimizerConfig",
+    "PretrainConfig",
+    "PretrainResult",
     "TensorBoardTracker",
     "Tracker",
     "check",
     "check_choice",
     "check_range",
+    "evaluate_lm",
     "log_history",
+    "make_lm_train_step",
     "make_optimizer",
     "make_schedule",
     "make_tracker",
+    "next_token_loss",
     "nnx_train_step",
     "parse_cli",
+    "pretrain",
     "progress",
     "progress_enabled",
     "run_loop",
