@@ -7,6 +7,9 @@ import sys
 from pathlib import Path
 
 os.environ.setdefault("JAXSAFETY_PROGRESS", "0")
+# Tests are dominated by XLA compile time, not run time: the cheapest backend optimisation level cuts the suite's
+# time by about a third (numerics are unchanged; a test that needs optimised code sets its own flags).
+os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:  # experiments/ and benchmarks/ are imported from the repo root
