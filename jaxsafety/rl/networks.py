@@ -1,0 +1,85 @@
+"""Actor-critic MLPs for control (PureJaxRL's architecture: separate actor and critic torsos, orthogonal init)."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from jaxsafety.rl.distributions import Categorical, Gaussian, TanhGaussian
+
+__all__ = ["MLP", "ActorCritic"]
+
+_ACTS = {"tanh": jnp.tanh, "relu": jax.nn.relu, "gelu": jax.nn.gelu, "silu": jax.nn.silu}
+
+
+class MLP(nnx.Module):
+    """``hidden`` layers with activation, then a linear output with its own init scale."""
+
+    def __init__(
+        self, n_in: int, hidden: tuple[int, ...], n_out: int, activation: str, out_scale: float, *, rngs
+    ):
+        dims = (n_in, *hidden)
+        ortho = nnx.initializers.orthogonal
+        self.layers = nnx.List(
+            [
+                nnx.Linear(a, b, kernel_init=ortho(math.sqrt(2.0)), rngs=rngs)
+                for a, b in itertools.pairwise(dims)
+            ]
+        )
+        self.out = nnx.Linear(dims[-1], n_out, kernel_init=ortho(out_scale), rngs=rngs)
+        self.act = activation
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        act = _ACTS[self.act]
+        for layer in self.layers:
+            x = act(layer(x))
+        return self.out(x)
+
+
+class ActorCritic(nnx.Module):
+    """``model(obs) -> (distribution, value)``; ``obs`` [..., obs_dim] (flattened).
+
+    ``action_kind``: ``discrete`` (Categorical over ``n_actions``), ``gaussian`` (clipped by the env) or ``tanh``
+    (squashed into ``[low, high]``). Continuous policies use a state-independent learned log-std.
+    """
+
+    def __init__(
+        self,
+        obs_dim: int,
+        n_actions: int,
+        *,
+        action_kind: str = "discrete",
+        hidden: tuple[int, ...] = (64, 64),
+        activation: str = "tanh",
+        action_low: float | tuple[float, ...] = -1.0,
+        action_high: float | tuple[float, ...] = 1.0,
+        init_log_std: float = 0.0,
+        rngs: nnx.Rngs,
+    ):
+        if action_kind not in ("discrete", "gaussian", "tanh"):
+            raise ValueError(
+                f"action_kind={action_kind!r} is invalid: accepted values are discrete, gaussian, tanh"
+            )
+        if activation not in _ACTS:
+            raise ValueError(f"activation={activation!r} is invalid: accepted values are {', '.join(_ACTS)}")
+        self.action_kind = action_kind
+        self.actor = MLP(obs_dim, hidden, n_actions, activation, 0.01, rngs=rngs)
+        self.critic = MLP(obs_dim, hidden, 1, activation, 1.0, rngs=rngs)
+        if action_kind != "discrete":
+            self.log_std = nnx.Param(jnp.full((n_actions,), init_log_std, jnp.float32))
+            self.low = tuple(jnp.broadcast_to(jnp.asarray(action_low, jnp.float32), (n_actions,)).tolist())
+            self.high = tuple(jnp.broadcast_to(jnp.asarray(action_high, jnp.float32), (n_actions,)).tolist())
+
+    def __call__(self, obs: jax.Array):
+        out = self.actor(obs)
+        value = self.critic(obs)[..., 0]
+        if self.action_kind == "discrete":
+            return Categorical(out), value
+        log_std = self.log_std[...]
+        if self.action_kind == "gaussian":
+            return Gaussian(out, log_std), value
+        return TanhGaussian(out, log_std, jnp.asarray(self.low), jnp.asarray(self.high)), value
