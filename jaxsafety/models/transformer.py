@@ -22,6 +22,7 @@ from typing import Any, NamedTuple, Protocol
 import jax
 import jax.numpy as jnp
 from flax import nnx
+from jax.custom_derivatives import SymbolicZero
 
 from jaxsafety.models.hooks import HookContext, Hooks
 
@@ -70,8 +71,9 @@ class TransformerSpec(Protocol):
 
 
 class KVCache(NamedTuple):
-    """Per-layer keys/values ``[B, S, Hkv, Dh]`` over ``S`` slots, which slots hold tokens ``mask [B, S]``, and
-    the next slot to write ``index`` (shared by the batch: prompts are left-padded to a common length)."""
+    """Per-layer keys/values ``[B, Hkv, S, Dh]`` (head-major, so attention reads them without a transposed copy)
+    over ``S`` slots, which slots hold tokens ``mask [B, S]``, and the next slot to write ``index`` (shared by the
+    batch: prompts are left-padded to a common length)."""
 
     keys: tuple[jax.Array, ...]
     values: tuple[jax.Array, ...]
@@ -191,9 +193,57 @@ def _norm(cfg: TransformerSpec, param_dtype: Any) -> nnx.Module:
     return cls(cfg.d_model, cfg.norm_eps, param_dtype=param_dtype)
 
 
+@jax.custom_jvp
+def _matmul(x: jax.Array, w: jax.Array) -> jax.Array:
+    """``x [..., K] @ w [K, N]``; its derivative (:func:`_matmul_jvp`) makes the weight gradient a plain matmul."""
+    return jax.lax.dot_general(x, w, (((x.ndim - 1,), (0,)), ((), ())))
+
+
+def _matmul_jvp(primals, tangents):
+    """Same derivative as the plain product, arranged for XLA:CPU.
+
+    The weight gradient ``x^T dy`` contracts the token axis, the leading axis of both operands. XLA:CPU's fast
+    matmul library (YNNPACK) takes no transposed left operand, so that product falls back to Eigen at about half
+    the speed (profiled on the GPT-2 train step of benchmarks/models_train.py). Writing the weight tangent through ``x^T``, materialised
+    once in the forward pass (the barrier keeps XLA from folding the transpose back into the dot), makes its
+    reverse-mode transpose the plain row-major product ``x^T @ dy``. The copy costs ``K / N`` of a pass over the
+    output, which is why :func:`_linear` uses this only when ``K <= N``. Forward mode and higher derivatives work
+    as for ``jnp.dot`` (this is a ``custom_jvp``, not a ``custom_vjp``).
+    """
+    x, w = primals
+    tx, tw = tangents
+    y = _matmul(x, w)
+    parts = []
+    if not isinstance(tx, SymbolicZero):
+        parts.append(_matmul(tx, w))
+    if not isinstance(tw, SymbolicZero):
+        xt = jax.lax.optimization_barrier(x.reshape(-1, x.shape[-1]).T)  # [K, tokens]
+        parts.append(jax.lax.dot_general(xt, tw, (((0,), (0,)), ((), ()))).reshape(y.shape))
+    if not parts:  # not reached (JAX calls the rule only with a nonzero tangent); kept for completeness
+        return y, jnp.zeros_like(y)
+    return y, parts[0] if len(parts) == 1 else parts[0] + parts[1]
+
+
+_matmul.defjvp(_matmul_jvp, symbolic_zeros=True)
+
+
+def _weight_grad_friendly_dot(
+    lhs: jax.Array, rhs: jax.Array, dimension_numbers: Any, precision: Any = None, **kwargs: Any
+) -> jax.Array:
+    """``dot_general`` for :class:`nnx.Linear`: its ``x @ kernel`` goes through :func:`_matmul`, anything else
+    (other contractions, explicit precision or output type or sharding) through ``jax.lax.dot_general``."""
+    (lc, rc), (lb, rb) = dimension_numbers
+    plain = precision is None and all(v is None for v in kwargs.values())
+    if plain and tuple(lc) == (lhs.ndim - 1,) and tuple(rc) == (0,) and not lb and not rb and rhs.ndim == 2:
+        return _matmul(lhs, rhs)
+    return jax.lax.dot_general(lhs, rhs, dimension_numbers, precision=precision, **kwargs)
+
+
 def _linear(
     n_in: int, n_out: int, bias: bool, cfg: TransformerSpec, rngs: nnx.Rngs, std: float
 ) -> nnx.Linear:
+    # widening projections (qkv, MLP up / gate+up, an untied LM head) take the matmul whose weight gradient needs
+    # only the (smaller) input transposed; narrowing ones (MLP down) keep XLA's own choice
     return nnx.Linear(
         n_in,
         n_out,
@@ -201,6 +251,12 @@ def _linear(
         dtype=jnp.dtype(cfg.dtype),
         param_dtype=jnp.dtype(cfg.param_dtype),
         kernel_init=nnx.initializers.normal(std),
+        # the weight-gradient rewrite targets XLA:CPU's matmul library; GPU/TPU keep XLA's own choice
+        dot_general=(
+            _weight_grad_friendly_dot
+            if n_in <= n_out and jax.default_backend() == "cpu"
+            else jax.lax.dot_general
+        ),
         rngs=rngs,
     )
 
@@ -239,24 +295,37 @@ class Attention(nnx.Module):
             inv = jnp.asarray(self.inv_freq, jnp.float32)
             q, k = _apply_rope(q, positions, inv), _apply_rope(k, positions, inv)
         if cache_kv is not None:
+            # the cache is head-major [B, Hkv, S, Dh]: the batched matmuls below then read it in place (with slots
+            # before heads, XLA copied the whole transposed cache for every layer at every decoding step)
             ck, cv = cache_kv
-            k = jax.lax.dynamic_update_slice(ck, k.astype(ck.dtype), (0, index, 0, 0))
-            v = jax.lax.dynamic_update_slice(cv, v.astype(cv.dtype), (0, index, 0, 0))
+            k = jax.lax.dynamic_update_slice(ck, k.transpose(0, 2, 1, 3).astype(ck.dtype), (0, 0, index, 0))
+            v = jax.lax.dynamic_update_slice(cv, v.transpose(0, 2, 1, 3).astype(cv.dtype), (0, 0, index, 0))
             new_cache = (k, v)
+            kv, s = "bksd", k.shape[2]
         else:
             new_cache = None
-        s = k.shape[1]
+            kv, s = "bskd", k.shape[1]
         # slot j is visible to query i (written at slot index + i) iff it holds a token and j <= index + i
         q_slot = index + jnp.arange(t)
         allowed = key_mask[:, None, :] & (jnp.arange(s)[None, None, :] <= q_slot[None, :, None])  # [B, T, S]
+        # the 1/sqrt(Dh) scale is folded into q ([T, Dh] per head, not [T, S]): one pass less over the scores.
+        # Masking stays a `where`, so masked scores (and fully masked padding rows) pass no gradient to q and k.
+        q = q * jnp.asarray(1.0 / math.sqrt(dh), q.dtype)
+        k, v = k.astype(q.dtype), v.astype(x.dtype)
         g = h // hk
-        qg = q.reshape(b, t, hk, g, dh)
-        scores = jnp.einsum("btkgd,bskd->bkgts", qg, k.astype(q.dtype)).astype(jnp.float32)
-        scores = scores / math.sqrt(dh)
-        scores = jnp.where(allowed[:, None, None], scores, _NEG)
-        probs = jax.nn.softmax(scores, axis=-1)
-        probs = ctx(f"{site}.probs", probs.reshape(b, h, t, s)).reshape(b, hk, g, t, s)
-        z = jnp.einsum("bkgts,bskd->btkgd", probs.astype(x.dtype), v.astype(x.dtype)).reshape(b, t, h, dh)
+        if g == 1:  # multi-head: 4-d contractions, no singleton group axis in XLA's batched matmuls
+            kv4 = kv.replace("k", "h")
+            scores = jnp.einsum(f"bthd,{kv4}->bhts", q, k).astype(jnp.float32)
+            scores = jnp.where(allowed[:, None], scores, _NEG)
+            probs = ctx(f"{site}.probs", jax.nn.softmax(scores, axis=-1))
+            z = jnp.einsum(f"bhts,{kv4}->bthd", probs.astype(x.dtype), v)
+        else:
+            qg = q.reshape(b, t, hk, g, dh)
+            scores = jnp.einsum(f"btkgd,{kv}->bkgts", qg, k).astype(jnp.float32)
+            scores = jnp.where(allowed[:, None, None], scores, _NEG)
+            probs = jax.nn.softmax(scores, axis=-1)
+            probs = ctx(f"{site}.probs", probs.reshape(b, h, t, s)).reshape(b, hk, g, t, s)
+            z = jnp.einsum(f"bkgts,{kv}->btkgd", probs.astype(x.dtype), v).reshape(b, t, h, dh)
         z = ctx(f"{site}.z", z)
         return self.out(z.reshape(b, t, h * dh)), new_cache
 
@@ -405,7 +474,7 @@ class CausalLM(nnx.Module):
                 f"max_len={max_len} is invalid: accepted values are <= max_seq_len ({cfg.max_seq_len})"
             )
         dt = jnp.dtype(dtype or cfg.dtype)
-        shape = (batch, max_len, cfg.n_kv_heads_, cfg.head_dim_)
+        shape = (batch, cfg.n_kv_heads_, max_len, cfg.head_dim_)
         zeros = tuple(jnp.zeros(shape, dt) for _ in range(cfg.n_layers))
         return KVCache(
             zeros,

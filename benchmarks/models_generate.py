@@ -1,0 +1,140 @@
+"""Greedy LM generation with a KV cache: ours vs HF ``transformers`` ``generate`` in torch, same weights, same prompts.
+
+What is compared. The models of :mod:`benchmarks.models_train` (GPT-2 5.3M and a Llama of the same size, seed-0
+weights, exported with ``to_hf`` and loaded by ``AutoModelForCausalLM``) continue the same random prompts of
+``P = 32`` tokens (no padding) by ``N = 128`` greedy tokens, at batch 1 and batch 16:
+
+- ours: :func:`jaxsafety.models.generate.generate` with ``SamplingConfig(max_new_tokens=N, temperature=0)``, the
+  public entry point as a user calls it (argument checks, ``nnx.split``, then one jitted program: prefill, then a
+  ``lax.while_loop`` of one-token decode steps); ``compile_s`` is its first call;
+- HF: ``model.generate(do_sample=False, use_cache=True, max_new_tokens=N, min_new_tokens=N)`` with EOS disabled
+  (so both produce exactly N tokens per row), ``torch.set_num_threads(1)`` and ``(2)`` timed separately (the faster
+  one is the peer); ``compile_s`` is its first call.
+
+Throughput is generated tokens per second (``B * N`` per call, prompt prefill included in the time). Both sides must
+produce the same tokens: ``agreement`` is the fraction of identical generated tokens. A random model's logits are
+nearly uniform, so a float32 rounding difference could flip a near-tie argmax and send the two continuations apart;
+as in the library's own generation tests, the final norm's scale is multiplied by ``SHARPEN`` (on our model, before
+export, so both sides hold the same weights) to keep greedy choices far from ties. This changes no cost.
+
+Timing is interleaved round-robin (one call of every contender per round; see
+:func:`benchmarks.models_train.time_interleaved`), so a shared machine's load hits every contender alike.
+
+``python -m benchmarks.models_generate [--quick]`` writes ``benchmarks/results/models_generate.json``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from benchmarks.harness import cli_main
+from benchmarks.models_train import load_hf, make_model, model_configs, time_interleaved
+from jaxsafety.models.generate import SamplingConfig, generate
+
+__all__ = ["SHARPEN", "run"]
+
+SHARPEN = 10.0
+
+
+def _row(arch: str, cfg: Any, batch: int, prompt_len: int, new: int, repeats: int) -> dict[str, Any]:
+    import torch
+
+    model = make_model(cfg)
+    model.final_norm.scale[...] = model.final_norm.scale[...] * SHARPEN
+    hf = load_hf(model)
+    hf.eval()
+    prompt_np = np.random.default_rng(2).integers(0, cfg.vocab_size, (batch, prompt_len), dtype=np.int32)
+    prompt = jnp.asarray(prompt_np)
+    sampling = SamplingConfig(max_new_tokens=new, temperature=0.0)
+
+    def ours() -> jax.Array:
+        return generate(model, prompt, None, None, sampling).tokens
+
+    ids = torch.as_tensor(prompt_np, dtype=torch.long)
+    attention = torch.ones_like(ids)
+
+    def hf_generate(threads: int):
+        def call() -> Any:
+            torch.set_num_threads(threads)
+            with torch.no_grad():
+                return hf.generate(
+                    input_ids=ids,
+                    attention_mask=attention,
+                    do_sample=False,
+                    use_cache=True,
+                    max_new_tokens=new,
+                    min_new_tokens=new,
+                    pad_token_id=0,
+                    eos_token_id=None,
+                )
+
+        return call
+
+    threads0 = torch.get_num_threads()
+    calls = {"ours": ours, "hf_1thread": hf_generate(1), "hf_2threads": hf_generate(2)}
+    t = time_interleaved(calls, repeats=repeats)
+    ours_tokens = np.asarray(ours())
+    hf_tokens = calls["hf_1thread"]()[:, prompt_len:].numpy()
+    torch.set_num_threads(threads0)
+    if hf_tokens.shape != ours_tokens.shape:
+        raise RuntimeError(
+            f"HF generated {hf_tokens.shape}, ours {ours_tokens.shape}: expected [{batch}, {new}]"
+        )
+    same = ours_tokens == hf_tokens
+    hf_best = min(("hf_1thread", "hf_2threads"), key=lambda k: t[k].median_s)
+    work = batch * new
+    row = {
+        "arch": arch,
+        "params": model.num_params(),
+        "batch": batch,
+        "prompt_len": prompt_len,
+        "new_tokens": new,
+        "hf_class": type(hf).__name__,
+        "ours_tokens_per_s": work / t["ours"].median_s,
+        "hf_tokens_per_s": work / t[hf_best].median_s,
+        "hf_best_threads": 1 if hf_best == "hf_1thread" else 2,
+        "ratio_ours_over_hf": t[hf_best].median_s / t["ours"].median_s,
+        # each side's fastest call (HF: either thread count): closest to an idle machine when the load comes and goes
+        "ratio_best_calls": min(t["hf_1thread"].min_s, t["hf_2threads"].min_s) / t["ours"].min_s,
+        "ours_compile_s": t["ours"].compile_s,
+        "agreement": float(same.mean()),
+        "rows_identical": int(same.all(-1).sum()),
+        "timings": {k: v.to_dict() for k, v in t.items()},
+    }
+    print(
+        f"generate {arch} batch {batch} ({prompt_len} prompt + {new} new, greedy): "
+        f"ours {row['ours_tokens_per_s']:.0f} tok/s, HF torch ({row['hf_best_threads']} thr) "
+        f"{row['hf_tokens_per_s']:.0f} tok/s; ratio ours/HF {row['ratio_ours_over_hf']:.2f}x (best calls {row['ratio_best_calls']:.2f}x); "
+        f"compile+first call {row['ours_compile_s']:.1f} s; identical tokens {row['agreement']:.1%}",
+        flush=True,
+    )
+    return row
+
+
+def run(quick: bool = False) -> dict[str, Any]:
+    if quick:
+        prompt_len, new, batches, repeats = 8, 16, (1, 4), 3
+    else:
+        prompt_len, new, batches, repeats = 32, 128, (1, 16), 5
+    load_before = os.getloadavg()
+    rows = [
+        _row(arch, cfg, b, prompt_len, new, repeats)
+        for arch, cfg in model_configs(quick).items()
+        for b in batches
+    ]
+    return {
+        "rows": rows,
+        "peer": "transformers (torch) generate",
+        "sharpen_final_norm": SHARPEN,
+        "load_avg_before": load_before,
+        "load_avg_after": os.getloadavg(),
+    }
+
+
+if __name__ == "__main__":
+    cli_main("models_generate", run)
