@@ -18,7 +18,9 @@ as in the library's own generation tests, the final norm's scale is multiplied b
 export, so both sides hold the same weights) to keep greedy choices far from ties. This changes no cost.
 
 Timing is interleaved round-robin (one call of every contender per round; see
-:func:`benchmarks.models_train.time_interleaved`), so a shared machine's load hits every contender alike.
+:func:`benchmarks.models_train.time_interleaved`), so a shared machine's load hits every contender alike. Full runs
+add ``single_core``: the rows re-run pinned to one CPU (per-core efficiency; see
+:func:`benchmarks.models_train.single_core`).
 
 ``python -m benchmarks.models_generate [--quick]`` writes ``benchmarks/results/models_generate.json``.
 """
@@ -33,15 +35,25 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks.harness import cli_main
-from benchmarks.models_train import load_hf, make_model, model_configs, time_interleaved
+from benchmarks.models_train import (
+    hf_name,
+    load_hf,
+    make_model,
+    model_configs,
+    pinned_prefix,
+    single_core,
+    time_interleaved,
+)
 from jaxsafety.models.generate import SamplingConfig, generate
 
-__all__ = ["SHARPEN", "run"]
+__all__ = ["SHARPEN", "rows", "run"]
 
 SHARPEN = 10.0
 
 
-def _row(arch: str, cfg: Any, batch: int, prompt_len: int, new: int, repeats: int) -> dict[str, Any]:
+def _row(
+    arch: str, cfg: Any, batch: int, prompt_len: int, new: int, repeats: int, threads: tuple[int, ...]
+) -> dict[str, Any]:
     import torch
 
     model = make_model(cfg)
@@ -76,17 +88,18 @@ def _row(arch: str, cfg: Any, batch: int, prompt_len: int, new: int, repeats: in
         return call
 
     threads0 = torch.get_num_threads()
-    calls = {"ours": ours, "hf_1thread": hf_generate(1), "hf_2threads": hf_generate(2)}
+    hf_names = [hf_name(n) for n in threads]
+    calls = {"ours": ours, **{hf_name(n): hf_generate(n) for n in threads}}
     t = time_interleaved(calls, repeats=repeats)
     ours_tokens = np.asarray(ours())
-    hf_tokens = calls["hf_1thread"]()[:, prompt_len:].numpy()
+    hf_tokens = calls[hf_names[0]]()[:, prompt_len:].numpy()
     torch.set_num_threads(threads0)
     if hf_tokens.shape != ours_tokens.shape:
         raise RuntimeError(
             f"HF generated {hf_tokens.shape}, ours {ours_tokens.shape}: expected [{batch}, {new}]"
         )
     same = ours_tokens == hf_tokens
-    hf_best = min(("hf_1thread", "hf_2threads"), key=lambda k: t[k].median_s)
+    hf_best = min(hf_names, key=lambda k: t[k].median_s)
     work = batch * new
     row = {
         "arch": arch,
@@ -97,17 +110,17 @@ def _row(arch: str, cfg: Any, batch: int, prompt_len: int, new: int, repeats: in
         "hf_class": type(hf).__name__,
         "ours_tokens_per_s": work / t["ours"].median_s,
         "hf_tokens_per_s": work / t[hf_best].median_s,
-        "hf_best_threads": 1 if hf_best == "hf_1thread" else 2,
+        "hf_best_threads": threads[hf_names.index(hf_best)],
         "ratio_ours_over_hf": t[hf_best].median_s / t["ours"].median_s,
         # each side's fastest call (HF: either thread count): closest to an idle machine when the load comes and goes
-        "ratio_best_calls": min(t["hf_1thread"].min_s, t["hf_2threads"].min_s) / t["ours"].min_s,
+        "ratio_best_calls": min(t[k].min_s for k in hf_names) / t["ours"].min_s,
         "ours_compile_s": t["ours"].compile_s,
         "agreement": float(same.mean()),
         "rows_identical": int(same.all(-1).sum()),
         "timings": {k: v.to_dict() for k, v in t.items()},
     }
     print(
-        f"generate {arch} batch {batch} ({prompt_len} prompt + {new} new, greedy): "
+        f"{pinned_prefix()}generate {arch} batch {batch} ({prompt_len} prompt + {new} new, greedy): "
         f"ours {row['ours_tokens_per_s']:.0f} tok/s, HF torch ({row['hf_best_threads']} thr) "
         f"{row['hf_tokens_per_s']:.0f} tok/s; ratio ours/HF {row['ratio_ours_over_hf']:.2f}x (best calls {row['ratio_best_calls']:.2f}x); "
         f"compile+first call {row['ours_compile_s']:.1f} s; identical tokens {row['agreement']:.1%}",
@@ -116,24 +129,31 @@ def _row(arch: str, cfg: Any, batch: int, prompt_len: int, new: int, repeats: in
     return row
 
 
-def run(quick: bool = False) -> dict[str, Any]:
+def rows(quick: bool, threads: tuple[int, ...] = (1, 2)) -> list[dict[str, Any]]:
+    """One row per (architecture, batch size); HF timed at each torch thread count in ``threads``."""
     if quick:
         prompt_len, new, batches, repeats = 8, 16, (1, 4), 3
     else:
         prompt_len, new, batches, repeats = 32, 128, (1, 16), 5
-    load_before = os.getloadavg()
-    rows = [
-        _row(arch, cfg, b, prompt_len, new, repeats)
+    return [
+        _row(arch, cfg, b, prompt_len, new, repeats, threads)
         for arch, cfg in model_configs(quick).items()
         for b in batches
     ]
-    return {
-        "rows": rows,
+
+
+def run(quick: bool = False) -> dict[str, Any]:
+    load_before = os.getloadavg()
+    payload: dict[str, Any] = {
+        "rows": rows(quick),
         "peer": "transformers (torch) generate",
         "sharpen_final_norm": SHARPEN,
         "load_avg_before": load_before,
-        "load_avg_after": os.getloadavg(),
     }
+    if not quick:
+        payload["single_core"] = single_core("models_generate")
+    payload["load_avg_after"] = os.getloadavg()
+    return payload
 
 
 if __name__ == "__main__":

@@ -17,6 +17,9 @@ parameter, no clipping, constant learning rate):
 
 The two sides are checked to do the same work: their losses over the first steps must agree (``max_loss_diff``).
 
+Full runs add ``single_core``: the same rows re-run in a subprocess pinned to one CPU (ours one XLA thread, HF one
+torch thread), whose ratio measures per-core efficiency and hardly depends on what else loads the machine.
+
 How it is timed. The machine may be shared, so the calls are interleaved: each round runs one step of every
 contender plus a dense fp32 2048^2 matmul (jax and numpy), and statistics are per contender over rounds (median,
 after warm-up). Throughput is tokens/s (``B * T`` per step); achieved FLOP/s counts ``6 N + 6 L T H Dh`` per token
@@ -49,11 +52,15 @@ from jaxsafety.train.lm import make_lm_train_step
 
 __all__ = [
     "hf_flops_per_token",
+    "hf_name",
     "load_hf",
     "make_model",
     "matmul_calls",
     "model_configs",
+    "pinned_prefix",
+    "rows",
     "run",
+    "single_core",
     "time_interleaved",
 ]
 
@@ -140,11 +147,14 @@ def time_interleaved(
     repeats: int,
     warmup: int = 1,
     compile_s: dict[str, float] | None = None,
+    settle_s: float = 0.3,
 ) -> dict[str, Timing]:
     """Time several contenders round-robin: one call of each per round, ``repeats`` rounds after ``warmup``
     untimed calls each, every call ended by ``jax.block_until_ready`` (torch and numpy calls are synchronous).
 
-    Interleaving makes a shared machine's load hit every contender alike. ``compile_s[name]`` (e.g. an AOT
+    Interleaving makes a shared machine's load hit every contender alike. Each timed call starts ``settle_s``
+    after the previous one ended: BLAS and OpenMP worker pools (numpy's OpenBLAS, torch) busy-wait for a while
+    after a call, and without the pause their spinning threads would take a core from the next contender. ``compile_s[name]`` (e.g. an AOT
     compile time) is reported as is; otherwise the first call's time is (the harness convention).
     """
     if repeats < 1:
@@ -160,6 +170,7 @@ def time_interleaved(
     times: dict[str, list[float]] = {name: [] for name in calls}
     for _ in range(repeats):
         for name, call in calls.items():
+            time.sleep(settle_s)
             t0 = time.perf_counter()
             jax.block_until_ready(call())
             times[name].append(time.perf_counter() - t0)
@@ -177,6 +188,49 @@ def matmul_calls(n: int = 2048) -> tuple[dict[str, Callable[[], Any]], float]:
     return {"matmul_jax": lambda: mm(a, b), "matmul_numpy": lambda: np.matmul(a_np, b_np)}, 2.0 * n**3
 
 
+def pinned_prefix() -> str:
+    """Print prefix of rows measured by :func:`single_core`."""
+    one = hasattr(os, "sched_getaffinity") and len(os.sched_getaffinity(0)) == 1
+    return "[1 core] " if one else ""
+
+
+def hf_name(threads: int) -> str:
+    """Timing key of the HF peer at ``threads`` torch threads."""
+    return f"hf_{threads}thread" + ("s" if threads > 1 else "")
+
+
+def single_core(module: str) -> dict[str, Any] | None:
+    """``benchmarks.<module>.rows(quick=False, threads=(1,))`` re-run in a subprocess pinned to one CPU.
+
+    Pinned before jax is imported, XLA runs one thread, and torch is set to one: both sides then share one core,
+    interleaved, so the ratio is per-core efficiency and hardly moves with the load other processes put on the
+    machine (the all-core ratio of :func:`run` does: XLA's thread pool suffers more than one torch thread when a
+    core is taken). None when this process already has a single CPU.
+    """
+    import json
+    import subprocess
+    import sys
+
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    if len(cpus) < 2:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "rows.json")
+        # the child pins itself before importing jax or torch (no preexec_fn: forking a threaded process)
+        code = (
+            f"import os; os.sched_setaffinity(0, {{{cpus[-1]}}}); import json, sys; "
+            f"from benchmarks import {module} as m; "
+            f"json.dump(m.rows(quick=False, threads=(1,)), open(sys.argv[1], 'w'), default=float)"
+        )
+        subprocess.run(
+            [sys.executable, "-c", code, out],
+            check=True,
+            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+        )
+        with open(out) as f:
+            return {"cpu": cpus[-1], "rows": json.load(f)}
+
+
 def _torch_threads(torch: Any, n: int, fn: Callable[[], Any]) -> Callable[[], Any]:
     def call() -> Any:
         torch.set_num_threads(n)
@@ -185,7 +239,9 @@ def _torch_threads(torch: Any, n: int, fn: Callable[[], Any]) -> Callable[[], An
     return call
 
 
-def _row(arch: str, cfg: Any, batch: int, seq: int, repeats: int, quick: bool) -> dict[str, Any]:
+def _row(
+    arch: str, cfg: Any, batch: int, seq: int, repeats: int, quick: bool, threads: tuple[int, ...]
+) -> dict[str, Any]:
     import torch
 
     model = make_model(cfg)
@@ -233,24 +289,19 @@ def _row(arch: str, cfg: Any, batch: int, seq: int, repeats: int, quick: bool) -
     ours_losses = [float(ours()) for _ in range(3)]
     max_loss_diff = max(abs(a - b) for a, b in zip(ours_losses, hf_losses))
 
-    calls = {
-        "ours": ours,
-        "hf_1thread": _torch_threads(torch, 1, hf_step),
-        "hf_2threads": _torch_threads(torch, 2, hf_step),
-    }
+    hf_names = [hf_name(n) for n in threads]
+    calls = {"ours": ours, **{hf_name(n): _torch_threads(torch, n, hf_step) for n in threads}}
     mm_calls, mm_flops = matmul_calls(1024 if quick else 2048)
     calls.update(mm_calls)
     t = time_interleaved(
-        calls,
-        repeats=repeats,
-        compile_s={"ours": ours_compile, "hf_1thread": hf_first, "hf_2threads": hf_first},
+        calls, repeats=repeats, compile_s={"ours": ours_compile, **dict.fromkeys(hf_names, hf_first)}
     )
     torch.set_num_threads(threads0)
 
     tokens = batch * seq
     fpt = model.flops_per_token(seq)
     fpt_hf = hf_flops_per_token(hf, seq)
-    hf_best = min(("hf_1thread", "hf_2threads"), key=lambda k: t[k].median_s)
+    hf_best = min(hf_names, key=lambda k: t[k].median_s)
     peak = max(mm_flops / t["matmul_jax"].median_s, mm_flops / t["matmul_numpy"].median_s)
     ours_flops = fpt * tokens / t["ours"].median_s
     hf_flops = fpt_hf * tokens / t[hf_best].median_s
@@ -270,10 +321,10 @@ def _row(arch: str, cfg: Any, batch: int, seq: int, repeats: int, quick: bool) -
         "max_loss_diff": max_loss_diff,
         "ours_tokens_per_s": tokens / t["ours"].median_s,
         "hf_tokens_per_s": tokens / t[hf_best].median_s,
-        "hf_best_threads": 1 if hf_best == "hf_1thread" else 2,
+        "hf_best_threads": threads[hf_names.index(hf_best)],
         "ratio_ours_over_hf": t[hf_best].median_s / t["ours"].median_s,
         # each side's fastest call (HF: either thread count): closest to an idle machine when the load comes and goes
-        "ratio_best_calls": min(t["hf_1thread"].min_s, t["hf_2threads"].min_s) / t["ours"].min_s,
+        "ratio_best_calls": min(t[k].min_s for k in hf_names) / t["ours"].min_s,
         "ours_gflops": ours_flops / 1e9,
         "hf_gflops": hf_flops / 1e9,
         "matmul_peak_gflops": peak / 1e9,
@@ -283,7 +334,7 @@ def _row(arch: str, cfg: Any, batch: int, seq: int, repeats: int, quick: bool) -
         "timings": {k: v.to_dict() for k, v in t.items()},
     }
     print(
-        f"train step {arch} ({row['params'] / 1e6:.2f}M params, {batch}x{seq}): "
+        f"{pinned_prefix()}train step {arch} ({row['params'] / 1e6:.2f}M params, {batch}x{seq}): "
         f"ours {row['ours_tokens_per_s']:.0f} tok/s ({row['ours_gflops']:.1f} GFLOP/s, "
         f"{row['ours_frac_of_peak']:.0%} of matmul peak {row['matmul_peak_gflops']:.0f}), "
         f"HF torch ({row['hf_best_threads']} thr) {row['hf_tokens_per_s']:.0f} tok/s "
@@ -295,17 +346,26 @@ def _row(arch: str, cfg: Any, batch: int, seq: int, repeats: int, quick: bool) -
     return row
 
 
-def run(quick: bool = False) -> dict[str, Any]:
+def rows(quick: bool, threads: tuple[int, ...] = (1, 2)) -> list[dict[str, Any]]:
+    """One row per architecture of :func:`model_configs`; HF timed at each torch thread count in ``threads``."""
     batch, seq = (4, 64) if quick else (8, 256)
     repeats = 3 if quick else 7
+    return [
+        _row(arch, cfg, batch, seq, repeats, quick, threads) for arch, cfg in model_configs(quick).items()
+    ]
+
+
+def run(quick: bool = False) -> dict[str, Any]:
     load_before = os.getloadavg()
-    rows = [_row(arch, cfg, batch, seq, repeats, quick) for arch, cfg in model_configs(quick).items()]
-    return {
-        "rows": rows,
+    payload: dict[str, Any] = {
+        "rows": rows(quick),
         "peer": "transformers (torch) + torch.optim.AdamW",
         "load_avg_before": load_before,
-        "load_avg_after": os.getloadavg(),
     }
+    if not quick:
+        payload["single_core"] = single_core("models_train")
+    payload["load_avg_after"] = os.getloadavg()
+    return payload
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ Conventions
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, NamedTuple, Protocol
 
@@ -261,6 +262,39 @@ def _linear(
     )
 
 
+def _causal_chunks(t: int) -> int:
+    """Query blocks for blockwise-causal attention over ``t`` positions: 4 from 256 positions, 2 from 128 (smaller
+    blocks cost more in per-op overhead than they save)."""
+    for n, at_least in ((4, 256), (2, 128)):
+        if t >= at_least and t % n == 0:
+            return n
+    return 1
+
+
+def _attention(q: jax.Array, k: jax.Array, v: jax.Array, allowed: jax.Array, kv: str, hook: Any) -> jax.Array:
+    """Softmax attention of ``q [B, T, H, Dh]`` (already scaled) over ``k, v`` (layout ``kv``: ``"bskd"`` as
+    projected, ``"bksd"`` as cached), ``allowed [B, T, S]``; ``hook`` sees (and may edit) ``probs [B, H, T, S]``.
+    Returns ``z [B, T, H, Dh]``.
+
+    Masking is a ``where`` (not an additive bias), so masked scores, and fully masked padding rows, pass no
+    gradient to q and k. Multi-head attention uses 4-d contractions (no singleton group axis in XLA's batched
+    matmuls); grouped-query attention contracts each kv head with its group of query heads.
+    """
+    b, t, h, dh = q.shape
+    hk = k.shape[kv.index("k")]
+    s = allowed.shape[-1]
+    g = h // hk
+    if g == 1:
+        kv4 = kv.replace("k", "h")
+        scores = jnp.einsum(f"bthd,{kv4}->bhts", q, k).astype(jnp.float32)
+        probs = hook(jax.nn.softmax(jnp.where(allowed[:, None], scores, _NEG), axis=-1))
+        return jnp.einsum(f"bhts,{kv4}->bthd", probs.astype(v.dtype), v)
+    scores = jnp.einsum(f"btkgd,{kv}->bkgts", q.reshape(b, t, hk, g, dh), k).astype(jnp.float32)
+    probs = jax.nn.softmax(jnp.where(allowed[:, None, None], scores, _NEG), axis=-1)
+    probs = hook(probs.reshape(b, h, t, s)).reshape(b, hk, g, t, s)
+    return jnp.einsum(f"bkgts,{kv}->btkgd", probs.astype(v.dtype), v).reshape(b, t, h, dh)
+
+
 class Attention(nnx.Module):
     """Multi-head / grouped-query causal self-attention with a fused qkv projection and an optional KV cache."""
 
@@ -308,24 +342,30 @@ class Attention(nnx.Module):
         # slot j is visible to query i (written at slot index + i) iff it holds a token and j <= index + i
         q_slot = index + jnp.arange(t)
         allowed = key_mask[:, None, :] & (jnp.arange(s)[None, None, :] <= q_slot[None, :, None])  # [B, T, S]
-        # the 1/sqrt(Dh) scale is folded into q ([T, Dh] per head, not [T, S]): one pass less over the scores.
-        # Masking stays a `where`, so masked scores (and fully masked padding rows) pass no gradient to q and k.
+        # the 1/sqrt(Dh) scale is folded into q ([T, Dh] per head, not [T, S]): one pass less over the scores
         q = q * jnp.asarray(1.0 / math.sqrt(dh), q.dtype)
         k, v = k.astype(q.dtype), v.astype(x.dtype)
-        g = h // hk
-        if g == 1:  # multi-head: 4-d contractions, no singleton group axis in XLA's batched matmuls
-            kv4 = kv.replace("k", "h")
-            scores = jnp.einsum(f"bthd,{kv4}->bhts", q, k).astype(jnp.float32)
-            scores = jnp.where(allowed[:, None], scores, _NEG)
-            probs = ctx(f"{site}.probs", jax.nn.softmax(scores, axis=-1))
-            z = jnp.einsum(f"bhts,{kv4}->bthd", probs.astype(x.dtype), v)
+        hook = functools.partial(ctx, f"{site}.probs")
+        n = _causal_chunks(t) if cache_kv is None and ctx.hooks is None else 1
+        if n == 1:
+            z = _attention(q, k, v, allowed, kv, hook)
         else:
-            qg = q.reshape(b, t, hk, g, dh)
-            scores = jnp.einsum(f"btkgd,{kv}->bkgts", qg, k).astype(jnp.float32)
-            scores = jnp.where(allowed[:, None, None], scores, _NEG)
-            probs = jax.nn.softmax(scores, axis=-1)
-            probs = ctx(f"{site}.probs", probs.reshape(b, h, t, s)).reshape(b, hk, g, t, s)
-            z = jnp.einsum(f"bkgts,{kv}->btkgd", probs.astype(x.dtype), v).reshape(b, t, h, dh)
+            # causal attention without a cache: query block i sees key blocks 0..i only, so the scores above the
+            # diagonal (3/8 of them with 4 blocks) are never computed; the skipped keys are masked for every query
+            # of the block, so this is the same attention. With hooks the full [B, H, T, S] probs are kept.
+            c = t // n
+            blocks = [
+                _attention(
+                    q[:, i * c : (i + 1) * c],
+                    k[:, : (i + 1) * c],
+                    v[:, : (i + 1) * c],
+                    allowed[:, i * c : (i + 1) * c, : (i + 1) * c],
+                    kv,
+                    hook,
+                )
+                for i in range(n)
+            ]
+            z = jnp.concatenate(blocks, axis=1)
         z = ctx(f"{site}.z", z)
         return self.out(z.reshape(b, t, h * dh)), new_cache
 
@@ -463,7 +503,14 @@ class CausalLM(nnx.Module):
     def logits(self, hidden: jax.Array) -> jax.Array:
         """LM head on final hidden states, in float32."""
         if self.config.tie_embeddings:
-            return self.embed.attend(hidden).astype(jnp.float32)
+            if jax.default_backend() != "cpu":
+                return self.embed.attend(hidden).astype(jnp.float32)
+            # hidden @ E^T through _matmul: the embedding's gradient is then the row-major (h^T) @ dlogits,
+            # transposed at [D, V] cost, instead of dlogits^T @ h, whose transposed [tokens, V] operand XLA:CPU
+            # would copy first (profiled: a full pass over the [tokens, V] gradient)
+            dt = jnp.dtype(self.config.dtype)
+            emb = self.embed.embedding[...].astype(dt)
+            return _matmul(hidden.astype(dt), emb.T).astype(jnp.float32)
         return self.lm_head(hidden).astype(jnp.float32)
 
     def init_cache(self, batch: int, max_len: int, dtype: Any = None) -> KVCache:

@@ -5,6 +5,7 @@ from jaxsafety.train.checkpoint import Checkpointer
 from jaxsafety.train.lm import (
     PretrainConfig,
     PretrainResult,
+    cross_entropy,
     evaluate_lm,
     make_lm_train_step,
     next_token_loss,
@@ -27,6 +28,7 @@ __all__ = [
     "check",
     "check_choice",
     "check_range",
+    "cross_entropy",
     "evaluate_lm",
     "log_history",
     "make_lm_train_step",

@@ -38,6 +38,7 @@ from jaxsafety.train.tracker import NoOpTracker, Tracker
 __all__ = [
     "PretrainConfig",
     "PretrainResult",
+    "cross_entropy",
     "evaluate_lm",
     "lm_batches",
     "lm_target_mask",
@@ -54,6 +55,32 @@ Batch = Mapping[str, jax.Array]
 # loss
 
 
+@jax.custom_vjp
+def cross_entropy(logits: jax.Array, targets: jax.Array) -> jax.Array:
+    """``-log softmax(logits)[target]`` ``[...]`` for ``logits [..., V]`` (float32) and integer ``targets [...]``.
+
+    Same values as ``optax.softmax_cross_entropy_with_integer_labels``; the custom VJP writes the logits'
+    gradient ``g (softmax - onehot)`` in one elementwise pass from the saved log-normaliser (autodiff of the
+    gather would add a scatter-add over ``[..., V]``, and recompute the normaliser's pieces).
+    """
+    return _cross_entropy_fwd(logits, targets)[0]
+
+
+def _cross_entropy_fwd(logits: jax.Array, targets: jax.Array) -> tuple[jax.Array, tuple]:
+    lse = jax.nn.logsumexp(logits, axis=-1)
+    picked = jnp.take_along_axis(logits, targets[..., None].astype(jnp.int32), axis=-1)[..., 0]
+    return lse - picked, (logits, targets, lse)
+
+
+def _cross_entropy_bwd(res: tuple, g: jax.Array) -> tuple[jax.Array, None]:
+    logits, targets, lse = res
+    onehot = jax.lax.broadcasted_iota(jnp.int32, logits.shape, logits.ndim - 1) == targets[..., None]
+    return g[..., None] * (jnp.exp(logits - lse[..., None]) - onehot.astype(logits.dtype)), None
+
+
+cross_entropy.defvjp(_cross_entropy_fwd, _cross_entropy_bwd)
+
+
 def next_token_loss(
     logits: jax.Array, tokens: jax.Array, loss_mask: jax.Array | None = None
 ) -> tuple[jax.Array, jax.Array]:
@@ -63,18 +90,20 @@ def next_token_loss(
     None (all ones) weighting the *target* token: target ``t + 1`` counts with weight ``loss_mask[:, t + 1]``;
     ``loss_mask[:, 0]`` is never used (no position predicts the first token). Returns ``(loss, n_tokens)``:
     ``sum(weight * nll) / sum(weight)`` (0 when nothing is scored) and ``sum(weight)`` as float32.
+
+    The targets are shifted, not the logits: the last position gets a dummy target of weight 0, so the
+    ``[B, T, V]`` logits (and their gradient) are never sliced or padded, which would copy them.
     """
     if logits.ndim != 3 or tokens.shape != logits.shape[:2]:
         raise ValueError(
             f"logits [B, T, V] and tokens [B, T] must agree, got {logits.shape} and {tokens.shape}"
         )
-    nll = optax.softmax_cross_entropy_with_integer_labels(logits[:, :-1].astype(jnp.float32), tokens[:, 1:])
-    if loss_mask is None:
-        weight = jnp.ones_like(nll)
-    else:
-        if loss_mask.shape != tokens.shape:
-            raise ValueError(f"loss_mask must have the tokens' shape {tokens.shape}, got {loss_mask.shape}")
-        weight = loss_mask[:, 1:].astype(jnp.float32)
+    if loss_mask is not None and loss_mask.shape != tokens.shape:
+        raise ValueError(f"loss_mask must have the tokens' shape {tokens.shape}, got {loss_mask.shape}")
+    targets = jnp.pad(tokens[:, 1:], ((0, 0), (0, 1)))
+    weight = jnp.ones(tokens.shape, jnp.float32) if loss_mask is None else loss_mask.astype(jnp.float32)
+    weight = jnp.pad(weight[:, 1:], ((0, 0), (0, 1)))
+    nll = cross_entropy(logits.astype(jnp.float32), targets)
     n = weight.sum()
     return (nll * weight).sum() / jnp.where(n > 0, n, 1.0), n
 
