@@ -10,6 +10,10 @@ os.environ.setdefault("JAXSAFETY_PROGRESS", "0")
 # Tests are dominated by XLA compile time, not run time: the cheapest backend optimisation level cuts the suite's
 # time by about a third (numerics are unchanged; a test that needs optimised code sets its own flags).
 os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0")
+# vmapped orthogonal inits (PPO over seeds) can deadlock XLA:CPU's default scheduler: see jaxsafety.xla_flags
+from jaxsafety.xla_flags import apply_cpu_workarounds
+
+apply_cpu_workarounds()
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:  # experiments/ and benchmarks/ are imported from the repo root

@@ -13,7 +13,7 @@ from jaxsafety.rl.losses import (
 )
 from jaxsafety.rl.networks import ActorCritic
 from jaxsafety.rl.normalize import RunningMeanStd, normalize_obs, scale_rewards
-from jaxsafety.rl.ppo import PPOConfig, Runner, make_policy, make_train
+from jaxsafety.rl.ppo import PPOConfig, Runner, make_evaluate, make_policy, make_train
 
 __all__ = [
     "ActorCritic",
@@ -29,6 +29,7 @@ __all__ = [
     "clipped_policy_loss",
     "clipped_value_loss",
     "gae_advantages",
+    "make_evaluate",
     "make_policy",
     "make_train",
     "normalize_advantages",

@@ -27,12 +27,14 @@ def gae_advantages(
     *,
     gamma: float,
     lam: float,
+    unroll: int = 16,
 ) -> tuple[jax.Array, jax.Array]:
     """Advantages and value targets, each shaped like ``rewards`` (time axis first: ``[T, ...]``).
 
     ``values[t] = V(s_t)``; ``next_values[t] = V(s'_t)`` (for a non-final step this is ``values[t + 1]``; for a
     final step, the value of the final observation). ``terminated`` / ``done`` are booleans or 0/1 floats.
-    Returns ``(advantages, returns = advantages + values)``.
+    Returns ``(advantages, returns = advantages + values)``. ``unroll`` is the scan's unroll factor (the body is a
+    handful of tiny ops, so loop overhead dominates unless unrolled; it does not change the result).
     """
     term = terminated.astype(jnp.float32)
     cont = 1.0 - done.astype(jnp.float32)
@@ -43,5 +45,5 @@ def gae_advantages(
         adv = delta + gamma * lam * c * carry
         return adv, adv
 
-    _, adv = jax.lax.scan(backward, jnp.zeros_like(deltas[0]), (deltas, cont), reverse=True)
+    _, adv = jax.lax.scan(backward, jnp.zeros_like(deltas[0]), (deltas, cont), reverse=True, unroll=unroll)
     return adv, adv + values

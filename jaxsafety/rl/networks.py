@@ -7,6 +7,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from jaxsafety.rl.distributions import Categorical, Gaussian, TanhGaussian
@@ -20,7 +21,14 @@ class MLP(nnx.Module):
     """``hidden`` layers with activation, then a linear output with its own init scale."""
 
     def __init__(
-        self, n_in: int, hidden: tuple[int, ...], n_out: int, activation: str, out_scale: float, *, rngs
+        self,
+        n_in: int,
+        hidden: tuple[int, ...],
+        n_out: int,
+        activation: str,
+        out_scale: float,
+        *,
+        rngs: nnx.Rngs,
     ):
         dims = (n_in, *hidden)
         ortho = nnx.initializers.orthogonal
@@ -34,6 +42,7 @@ class MLP(nnx.Module):
         self.act = activation
 
     def __call__(self, x: jax.Array) -> jax.Array:
+        """``x`` [..., n_in] -> [..., n_out]."""
         act = _ACTS[self.act]
         for layer in self.layers:
             x = act(layer(x))
@@ -71,10 +80,16 @@ class ActorCritic(nnx.Module):
         self.critic = MLP(obs_dim, hidden, 1, activation, 1.0, rngs=rngs)
         if action_kind != "discrete":
             self.log_std = nnx.Param(jnp.full((n_actions,), init_log_std, jnp.float32))
-            self.low = tuple(jnp.broadcast_to(jnp.asarray(action_low, jnp.float32), (n_actions,)).tolist())
-            self.high = tuple(jnp.broadcast_to(jnp.asarray(action_high, jnp.float32), (n_actions,)).tolist())
+            # static Python floats (numpy, not jnp: under a trace jnp would give tracers)
+            self.low = tuple(np.broadcast_to(np.asarray(action_low, np.float32), (n_actions,)).tolist())
+            self.high = tuple(np.broadcast_to(np.asarray(action_high, np.float32), (n_actions,)).tolist())
 
-    def __call__(self, obs: jax.Array):
+    def value(self, obs: jax.Array) -> jax.Array:
+        """The critic alone: ``V(obs)`` [...] (no actor forward; used to bootstrap from final observations)."""
+        return self.critic(obs)[..., 0]
+
+    def __call__(self, obs: jax.Array) -> tuple[Categorical | Gaussian | TanhGaussian, jax.Array]:
+        """``obs`` [..., obs_dim] -> (action distribution over [...], value [...])."""
         out = self.actor(obs)
         value = self.critic(obs)[..., 0]
         if self.action_kind == "discrete":

@@ -15,16 +15,20 @@ __all__ = ["RunningMeanStd", "normalize_obs", "scale_rewards"]
 
 @struct.dataclass
 class RunningMeanStd:
+    """Mean and (population) variance of every sample seen so far, per feature (shape ``shape``)."""
+
     mean: jax.Array
     var: jax.Array
     count: jax.Array
 
     @staticmethod
-    def create(shape: tuple[int, ...] = ()) -> RunningMeanStd:
-        return RunningMeanStd(jnp.zeros(shape), jnp.ones(shape), jnp.asarray(1e-4))
+    def create(shape: tuple[int, ...] = (), count: float = 1e-4) -> RunningMeanStd:
+        """Empty statistics: mean 0, var 1 with pseudo-count ``count`` (SB3's ``epsilon``; it keeps the first
+        normalisation finite). ``count=0`` makes the statistics exactly those of the data merged afterwards."""
+        return RunningMeanStd(jnp.zeros(shape), jnp.ones(shape), jnp.asarray(count, jnp.float32))
 
     def update(self, batch: jax.Array) -> RunningMeanStd:
-        """Merge the statistics of ``batch`` (leading axis = samples)."""
+        """Merge the statistics of ``batch`` ``[B, *shape]`` (leading axis = samples)."""
         b_mean, b_var, b_count = batch.mean(0), batch.var(0), batch.shape[0]
         delta = b_mean - self.mean
         total = self.count + b_count

@@ -1,0 +1,47 @@
+"""XLA flags that must be in ``XLA_FLAGS`` before JAX starts its backend, set in one place.
+
+XLA:CPU (jaxlib 0.10.2) with its default concurrency-optimised thunk scheduler intermittently deadlocks on
+programs that run several batched LAPACK QR factorisations side by side, which is what vmapping an in-graph
+orthogonal initialiser over seeds produces (``jax.vmap(make_train(config))``: every call of a 4-seed PPO program
+could hang with all threads idle, and a vmapped 3 x (64 x 64) ``orthogonal`` init alone hung in about half of the
+processes tried). ``--xla_cpu_enable_concurrency_optimized_scheduler=false`` removed it in every trial; it costs
+nothing measurable on the small programs where it matters. Scripts that vmap over seeds call
+:func:`apply_cpu_workarounds` before anything touches the backend; the test suite's ``conftest.py`` does too.
+"""
+
+from __future__ import annotations
+
+import os
+
+__all__ = ["CPU_WORKAROUND_FLAGS", "apply_cpu_workarounds", "with_cpu_workarounds_env"]
+
+CPU_WORKAROUND_FLAGS = ("--xla_cpu_enable_concurrency_optimized_scheduler=false",)
+
+
+def apply_cpu_workarounds() -> bool:
+    """Append :data:`CPU_WORKAROUND_FLAGS` to ``XLA_FLAGS`` (those not already there, nor set otherwise).
+
+    Returns True if the flags are in effect: already present, or added before the backend started. Returns
+    False (and changes nothing) when the backend is already running without them; a caller that needs them
+    must then run its work in a fresh process (e.g. with :func:`with_cpu_workarounds_env`).
+    """
+    flags = os.environ.get("XLA_FLAGS", "")
+    missing = [f for f in CPU_WORKAROUND_FLAGS if f.split("=")[0] not in flags]
+    if not missing:
+        return True
+    if "jax" in __import__("sys").modules:
+        from jax._src import xla_bridge
+
+        if xla_bridge.backends_are_initialized():
+            return False
+    os.environ["XLA_FLAGS"] = " ".join([flags, *missing]).strip()
+    return True
+
+
+def with_cpu_workarounds_env(env: dict[str, str] | None = None) -> dict[str, str]:
+    """A copy of ``env`` (default ``os.environ``) whose ``XLA_FLAGS`` carry :data:`CPU_WORKAROUND_FLAGS`."""
+    env = dict(os.environ if env is None else env)
+    flags = env.get("XLA_FLAGS", "")
+    missing = [f for f in CPU_WORKAROUND_FLAGS if f.split("=")[0] not in flags]
+    env["XLA_FLAGS"] = " ".join([flags, *missing]).strip()
+    return env

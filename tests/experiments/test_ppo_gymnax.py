@@ -1,0 +1,148 @@
+"""experiments/ppo_gymnax.py end to end, as a user runs it (a subprocess), and its checkpoint read back."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(REPO / "experiments" / "ppo_gymnax.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=REPO,
+    )
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory) -> Path:
+    out_dir = tmp_path_factory.mktemp("runs")
+    out = _run("--smoke", "--out-dir", str(out_dir), "--run-name", "r1")
+    assert out.returncode == 0, out.stderr
+    for phase in ("compiling", "compiled in", "trained in", "env steps/s", "final return"):
+        assert phase in out.stdout, out.stdout
+    return out_dir / "ppo_gymnax" / "r1"
+
+
+def test_smoke_writes_results_logs_plot_checkpoint(smoke_run: Path):
+    res = json.loads((smoke_run / "results.json").read_text())
+    cfg = json.loads((smoke_run / "config.json").read_text())
+    assert cfg["env"] == res["env"] == "CartPole-v1" and cfg["num_seeds"] == res["num_seeds"] == 2
+    steps = res["env_steps_per_seed"]
+    assert steps == cfg["total_timesteps"] == 20_480
+    # learned, not just ran: a random policy balances ~22 steps
+    assert res["final_return_mean"] > 45 and len(res["final_return_per_seed"]) == 2
+    assert res["eval_return_mean"] > 45
+    assert res["sps"] > 0 and res["compile_seconds"] > 0 and res["train_seconds"] > 0
+    assert (smoke_run / "learning_curve.png").stat().st_size > 5000
+    assert (smoke_run / "checkpoints" / str(steps)).is_dir()
+
+    ea = EventAccumulator(str(smoke_run), size_guidance={"scalars": 0})
+    ea.Reload()
+    tags = ea.Tags()["scalars"]
+    for tag in (
+        "train/episode_return",
+        "train/episode_return/min",
+        "train/episode_return/max",
+        "train/episode_length",
+        "train/policy_loss",
+        "train/value_loss",
+        "train/entropy",
+        "train/approx_kl",
+        "train/clip_fraction",
+        "perf/sps",
+        "eval/return_mean",
+    ):
+        assert tag in tags, tag
+    curve = ea.Scalars("train/episode_return")
+    assert [e.step for e in curve] == list(range(512, steps + 1, 512))  # x axis: env steps, every update
+    assert curve[-1].value > curve[0].value
+    assert ea.Scalars("perf/sps")[0].value == pytest.approx(res["sps"], rel=1e-5)
+
+
+def test_checkpoint_restores_the_evaluated_policy(smoke_run: Path):
+    """The policy read back from the orbax checkpoint reproduces the run's greedy evaluation."""
+    import jax
+
+    from experiments.ppo_gymnax import load_policy
+    from jaxsafety.rl.ppo import make_evaluate
+
+    cfg, params, obs_rms = load_policy(smoke_run)
+    assert jax.tree.leaves(params)[0].shape[0] == cfg.num_seeds
+    evaluate = jax.jit(jax.vmap(make_evaluate(cfg.ppo_config(), cfg.eval_episodes)))
+    keys = jax.random.split(jax.random.key(cfg.seed + 1), cfg.num_seeds)
+    ret = np.asarray(evaluate(params, obs_rms, keys))
+    res = json.loads((smoke_run / "results.json").read_text())
+    assert ret.mean() == pytest.approx(res["eval_return_mean"], rel=0.02)
+
+
+def test_bad_flags_exit_with_one_line_before_writing(tmp_path: Path, capsys):
+    out = _run("--num-seeds", "0", "--out-dir", str(tmp_path))
+    assert out.returncode == 2
+    assert out.stderr.strip() == "error: num_seeds=0 is invalid: accepted values are integers >= 1"
+    assert not any(tmp_path.iterdir())
+
+    from experiments.ppo_gymnax import parse_args
+
+    cases = {
+        ("--env", "Pendulum-v1", "--action-kind", "discrete"): (
+            "action_kind='discrete' is invalid: accepted values are 'auto', 'gaussian' or 'tanh' for a continuous "
+            "action space"
+        ),
+        ("--env", "Pendulum-v1", "--seeds-per-call", "3"): (
+            "seeds_per_call=3 is invalid: accepted values are 0 or divisors of num_seeds (4)"
+        ),
+        ("--env", "CartPole-v2"): "env='CartPole-v2' is invalid: accepted values are one of 'CartPole-v1'",
+        (
+            "--smoke",
+            "--final-updates",
+            "50",
+        ): "final_updates=50 is invalid: accepted values are integers >= 1 and <= 40",
+    }
+    for argv, message in cases.items():
+        with pytest.raises(SystemExit) as exc:
+            parse_args(list(argv))
+        err = capsys.readouterr().err
+        assert exc.value.code == 2 and err.count("\n") == 1 and message in err, err
+
+
+def test_env_flag_picks_tuned_preset_and_flags_override():
+    from experiments.ppo_gymnax import ENV_PRESETS, parse_args
+
+    cfg = parse_args(["--env", "Pendulum-v1", "--lr", "3e-4"])
+    assert cfg == dataclasses.replace(ENV_PRESETS["Pendulum-v1"], lr=3e-4)
+    smoke = parse_args(["--env=Pendulum-v1", "--smoke"])
+    assert (smoke.gamma, smoke.scale_rewards, smoke.num_seeds) == (0.9, True, 2)
+    assert smoke.total_timesteps < ENV_PRESETS["Pendulum-v1"].total_timesteps
+    default = parse_args(["--num-seeds", "3"])
+    assert (default.env, default.num_seeds, default.total_timesteps) == ("CartPole-v1", 3, 500_000)
+
+
+@pytest.mark.slow
+def test_pendulum_smoke_in_seed_chunks(tmp_path: Path):
+    out = _run(
+        "--env",
+        "Pendulum-v1",
+        "--smoke",
+        "--seeds-per-call",
+        "1",
+        "--out-dir",
+        str(tmp_path),
+        "--run-name",
+        "p",
+    )
+    assert out.returncode == 0, out.stderr
+    res = json.loads((tmp_path / "ppo_gymnax" / "p" / "results.json").read_text())
+    assert res["seeds_per_call"] == 1 and res["num_seeds"] == 2 and res["env"] == "Pendulum-v1"
+    assert -1700 < res["final_return_mean"] < 0
