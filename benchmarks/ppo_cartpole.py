@@ -52,12 +52,13 @@ from typing import Any
 import jax
 import numpy as np
 
-from benchmarks import purejaxrl_ppo
 from benchmarks.harness import Timing, cli_main, time_fn
 from jaxsafety.rl.ppo import PPOConfig, make_evaluate, make_train
 from jaxsafety.xla_flags import apply_cpu_workarounds, with_cpu_workarounds_env
 
-_FLAG_ACTIVE = apply_cpu_workarounds()  # before the backend starts (importing starts nothing)
+# before the backend starts: importing jax and jaxsafety starts nothing, but the reference's imports (flax.linen,
+# gymnax wrappers) do, so benchmarks.purejaxrl_ppo is imported where it is used
+_FLAG_ACTIVE = apply_cpu_workarounds()
 
 NAME = "ppo_cartpole"
 RETURN_STEPS = 500_000  # env steps per seed for the final-return comparison
@@ -151,6 +152,8 @@ def time_interleaved(trains: dict[str, Any], seeds: int, repeats: int) -> dict[s
 
 def throughput_jax(budget: Budget) -> list[dict[str, Any]]:
     """Steps/s of ours and the PureJaxRL-style reference at each seed count (same env steps per call)."""
+    from benchmarks import purejaxrl_ppo
+
     rows = []
     for seeds in budget.seeds:
         base = PPOConfig()
@@ -286,6 +289,8 @@ def final_returns(budget: Budget, sb3_threads: int | None) -> dict[str, Any]:
         f"greedy eval {ours['eval_deterministic']:.1f}",
         flush=True,
     )
+
+    from benchmarks import purejaxrl_ppo
 
     ref_cfg = purejaxrl_ppo.RefConfig(total_timesteps=RETURN_STEPS)
     _, rm = jax.block_until_ready(jax.jit(jax.vmap(purejaxrl_ppo.make_train(ref_cfg)))(keys))

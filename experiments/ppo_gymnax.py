@@ -47,7 +47,7 @@ from jaxsafety.xla_flags import apply_cpu_workarounds
 
 # before jax starts its backend (importing starts nothing): vmapped orthogonal inits can deadlock XLA:CPU's
 # default scheduler (see jaxsafety.xla_flags)
-apply_cpu_workarounds()
+apply_cpu_workarounds(single_threaded=True)
 
 
 @dataclasses.dataclass(frozen=True)

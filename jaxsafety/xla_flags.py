@@ -7,6 +7,17 @@ could hang with all threads idle, and a vmapped 3 x (64 x 64) ``orthogonal`` ini
 processes tried). ``--xla_cpu_enable_concurrency_optimized_scheduler=false`` removed it in every trial; it costs
 nothing measurable on the small programs where it matters. Scripts that vmap over seeds call
 :func:`apply_cpu_workarounds` before anything touches the backend; the test suite's ``conftest.py`` does too.
+
+Two more failures of small programs (games, tiny networks), whose intra-op threads and YNNPACK fusions buy
+nothing, so scripts of such programs turn those off:
+
+- ``single_threaded=True`` (``--xla_cpu_multi_thread_eigen=false``): stopped rare hangs of vmapped PPO runs.
+- ``no_ynn=True`` (``--xla_cpu_experimental_ynn_fusion_type=``, an empty list: no YNNPACK fusions): programs with
+  nested Jacobians (N-player LOLA on exact game values, vmapped over games and initialisations) segfault inside
+  a YNNPACK transpose kernel (``slinky::fuse_contiguous_dims`` under ``YnnFusionThunk``, seen with gdb) when a
+  second such program runs; with the flag, never in our trials; ``-dot`` (dots only) does not help.
+
+LM training keeps both (its matmuls need the thread pool and YNNPACK).
 """
 
 from __future__ import annotations
@@ -16,17 +27,25 @@ import os
 __all__ = ["CPU_WORKAROUND_FLAGS", "apply_cpu_workarounds", "with_cpu_workarounds_env"]
 
 CPU_WORKAROUND_FLAGS = ("--xla_cpu_enable_concurrency_optimized_scheduler=false",)
+_SINGLE_THREADED = "--xla_cpu_multi_thread_eigen=false"
+_NO_YNN = "--xla_cpu_experimental_ynn_fusion_type="
 
 
-def apply_cpu_workarounds() -> bool:
-    """Append :data:`CPU_WORKAROUND_FLAGS` to ``XLA_FLAGS`` (those not already there, nor set otherwise).
+def _wanted(single_threaded: bool, no_ynn: bool) -> tuple[str, ...]:
+    extra = ((_SINGLE_THREADED,) if single_threaded else ()) + ((_NO_YNN,) if no_ynn else ())
+    return CPU_WORKAROUND_FLAGS + extra
+
+
+def apply_cpu_workarounds(single_threaded: bool = False, no_ynn: bool = False) -> bool:
+    """Append :data:`CPU_WORKAROUND_FLAGS` (and the small-program flags chosen, see the module docstring) to
+    ``XLA_FLAGS`` (those not already there, nor set otherwise).
 
     Returns True if the flags are in effect: already present, or added before the backend started. Returns
     False (and changes nothing) when the backend is already running without them; a caller that needs them
     must then run its work in a fresh process (e.g. with :func:`with_cpu_workarounds_env`).
     """
     flags = os.environ.get("XLA_FLAGS", "")
-    missing = [f for f in CPU_WORKAROUND_FLAGS if f.split("=")[0] not in flags]
+    missing = [f for f in _wanted(single_threaded, no_ynn) if f.split("=")[0] not in flags]
     if not missing:
         return True
     if "jax" in __import__("sys").modules:
@@ -38,10 +57,13 @@ def apply_cpu_workarounds() -> bool:
     return True
 
 
-def with_cpu_workarounds_env(env: dict[str, str] | None = None) -> dict[str, str]:
-    """A copy of ``env`` (default ``os.environ``) whose ``XLA_FLAGS`` carry :data:`CPU_WORKAROUND_FLAGS`."""
+def with_cpu_workarounds_env(
+    env: dict[str, str] | None = None, single_threaded: bool = False, no_ynn: bool = False
+) -> dict[str, str]:
+    """A copy of ``env`` (default ``os.environ``) whose ``XLA_FLAGS`` carry the flags of
+    :func:`apply_cpu_workarounds`."""
     env = dict(os.environ if env is None else env)
     flags = env.get("XLA_FLAGS", "")
-    missing = [f for f in CPU_WORKAROUND_FLAGS if f.split("=")[0] not in flags]
+    missing = [f for f in _wanted(single_threaded, no_ynn) if f.split("=")[0] not in flags]
     env["XLA_FLAGS"] = " ".join([flags, *missing]).strip()
     return env
