@@ -26,6 +26,7 @@ Payoff presets (functions of ``N`` returning ``[2, N]`` float32 tables, row 0 = 
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal
 
 import jax
@@ -327,18 +328,25 @@ def memory_one_return(payoffs: jax.Array, coop_probs: jax.Array, gamma: float | 
 _DOUBLINGS = 16  # the series below sums 2^16 = 65536 terms: gamma^65536 < 1e-28 for gamma <= 0.999
 
 
+def _doublings(gamma: float | jax.Array) -> int:
+    """Doublings for a truncation ``gamma^(2^K) <= 1e-12`` (all :data:`_DOUBLINGS` when ``gamma`` is traced)."""
+    if isinstance(gamma, jax.core.Tracer) or not 0 < float(gamma) < 1:
+        return _DOUBLINGS
+    return min(_DOUBLINGS, max(1, math.ceil(math.log2(math.log(1e-12) / math.log(float(gamma))))))
+
+
 def _discounted_visits(trans: jax.Array, p0: jax.Array, gamma: float | jax.Array) -> jax.Array:
     """``sum_t gamma^t p0 P^t = (I - gamma P)^{-T} p0`` by doubling: ``S_{2m} = S_m + A^m S_m`` with
     ``A = gamma P^T``, squared ``_DOUBLINGS`` times (matmuls only).
 
     Not ``jnp.linalg.solve``: nested Jacobians of the LU solve, vmapped over games and initialisations, crashed
     XLA:CPU (jaxlib 0.10.2) intermittently with a segfault in its LAPACK path; the doubling series needs no
-    LAPACK, is as accurate in float32 for ``gamma <= 0.999`` (truncation ``gamma^65536``), and costs 16 small
-    matmuls of size ``2^N``.
+    LAPACK, is as accurate in float32 for ``gamma <= 0.999``, and costs ``2 K`` small matmuls of size ``2^N``
+    (``K`` from :func:`_doublings`: 10 for ``gamma = 0.96``).
     """
     a = gamma * trans.T
     v = p0
-    for _ in range(_DOUBLINGS):
+    for _ in range(_doublings(gamma)):
         v = v + a @ v
         a = a @ a
     return v

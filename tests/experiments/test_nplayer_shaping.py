@@ -1,0 +1,59 @@
+"""experiments/nplayer_shaping.py end to end (as a user runs it) and its config errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(REPO / "experiments" / "nplayer_shaping.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=REPO,
+    )
+
+
+def test_smoke_writes_table_plots_and_logs(tmp_path: Path):
+    out = _run("--smoke", "--out-dir", str(tmp_path), "--run-name", "s")
+    assert out.returncode == 0, out.stderr[-3000:]
+    run = tmp_path / "nplayer_shaping" / "s"
+    res = json.loads((run / "results.json").read_text())
+    assert set(res["table"]) == {"ipd", "stag_hunt"}
+    for game in ("ipd", "stag_hunt"):
+        cell = res["table"][game]["3"]
+        assert set(cell) == {"all_naive", "1_shaper", "2_shapers", "all_shapers"}
+        assert cell["all_naive"]["shaper_return"] is None and cell["all_shapers"]["naive_return"] is None
+        for pop in cell.values():
+            assert len(pop["seat_return"]) == 3 and 0.0 <= pop["cooperation"] <= 1.0
+    # the IPD table's returns lie between all-defect (1) and all-cooperate (4) for N = 3
+    for pop in res["table"]["ipd"]["3"].values():
+        assert all(1.0 - 1e-4 <= v <= 4.0 + 1e-4 for v in pop["seat_return"])
+    # naive learners in the 3-player IPD learn to defect (D dominates by 1 every round)
+    assert res["table"]["ipd"]["3"]["all_naive"]["cooperation"] < 0.5
+    assert {"shaper_gain_own", "social_gain_1_shaper"} <= set(res["comparisons"]["ipd/N3"])
+    for png in ("summary.png", "curves.png"):
+        assert (run / png).stat().st_size > 5000
+    ea = EventAccumulator(str(run), size_guidance={"scalars": 0})
+    ea.Reload()
+    assert "ipd/N3/1_shaper/social_return" in ea.Tags()["scalars"]
+
+
+def test_bad_flags_exit_with_one_line(tmp_path: Path):
+    out = _run("--games", "ipd", "poker", "--out-dir", str(tmp_path))
+    assert out.returncode == 2
+    assert "games='poker' is invalid: accepted values are one of 'ipd'" in out.stderr
+    assert out.stderr.strip().count("\n") == 0
+    assert not any(tmp_path.iterdir())
+    out = _run("--players", "1", "5", "--out-dir", str(tmp_path))
+    assert out.returncode == 2
+    assert "players=(1, 5) is invalid: accepted values are non-empty tuples of integers in 2..8" in out.stderr
+    assert not any(tmp_path.iterdir())
