@@ -24,7 +24,15 @@ from typing import Any
 
 import jax
 
-__all__ = ["RESULTS_DIR", "Timing", "machine_info", "time_fn", "time_jitted", "write_result"]
+__all__ = [
+    "RESULTS_DIR",
+    "Timing",
+    "machine_info",
+    "time_fn",
+    "time_interleaved",
+    "time_jitted",
+    "write_result",
+]
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
@@ -89,6 +97,42 @@ def time_jitted(fn: Callable[..., Any], *args: Any, repeats: int = 5, warmup: in
     compiled = fn.lower(*args).compile()
     compile_s = time.perf_counter() - t0
     return _timing(compile_s, _steady(lambda: compiled(*args), repeats, warmup))
+
+
+def time_interleaved(
+    calls: dict[str, Callable[[], Any]],
+    *,
+    repeats: int,
+    warmup: int = 1,
+    compile_s: dict[str, float] | None = None,
+    settle_s: float = 0.3,
+) -> dict[str, Timing]:
+    """Time several contenders round-robin: one call of each per round, ``repeats`` rounds after ``warmup``
+    untimed calls each, every call ended by ``jax.block_until_ready`` (torch and numpy calls are synchronous).
+
+    Interleaving makes a shared machine's load hit every contender alike. Each timed call starts ``settle_s``
+    after the previous one ended: BLAS and OpenMP worker pools (numpy's OpenBLAS, torch) busy-wait for a while
+    after a call, and without the pause their spinning threads would take a core from the next contender. ``compile_s[name]`` (e.g. an AOT
+    compile time) is reported as is; otherwise the first call's time is (the harness convention).
+    """
+    if repeats < 1:
+        raise ValueError(f"repeats={repeats} is invalid: accepted values are integers >= 1")
+    given = dict(compile_s or {})
+    first: dict[str, float] = {}
+    for name, call in calls.items():
+        t0 = time.perf_counter()
+        jax.block_until_ready(call())
+        first[name] = time.perf_counter() - t0
+        for _ in range(warmup - 1):
+            jax.block_until_ready(call())
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(repeats):
+        for name, call in calls.items():
+            time.sleep(settle_s)
+            t0 = time.perf_counter()
+            jax.block_until_ready(call())
+            times[name].append(time.perf_counter() - t0)
+    return {name: _timing(given.get(name, first[name]), times[name]) for name in calls}
 
 
 def time_fn(fn: Callable[..., Any], *args: Any, repeats: int = 5, warmup: int = 1) -> Timing:

@@ -18,7 +18,7 @@ as in the library's own generation tests, the final norm's scale is multiplied b
 export, so both sides hold the same weights) to keep greedy choices far from ties. This changes no cost.
 
 Timing is interleaved round-robin (one call of every contender per round; see
-:func:`benchmarks.models_train.time_interleaved`), so a shared machine's load hits every contender alike. Full runs
+:func:`benchmarks.harness.time_interleaved`), so a shared machine's load hits every contender alike. Full runs
 add ``single_core``: the rows re-run pinned to one CPU (per-core efficiency; see
 :func:`benchmarks.models_train.single_core`).
 
@@ -34,7 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks.harness import cli_main
+from benchmarks.harness import cli_main, time_interleaved
 from benchmarks.models_train import (
     hf_name,
     load_hf,
@@ -42,7 +42,6 @@ from benchmarks.models_train import (
     model_configs,
     pinned_prefix,
     single_core,
-    time_interleaved,
 )
 from jaxsafety.models.generate import SamplingConfig, generate
 

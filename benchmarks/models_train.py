@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import statistics
 import tempfile
 import time
 from collections.abc import Callable
@@ -45,7 +44,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from benchmarks.harness import Timing, cli_main
+from benchmarks.harness import cli_main, time_interleaved
 from jaxsafety.models import GPT2, GPT2Config, Llama, LlamaConfig, to_hf
 from jaxsafety.train import OptimizerConfig, make_optimizer
 from jaxsafety.train.lm import make_lm_train_step
@@ -61,7 +60,6 @@ __all__ = [
     "rows",
     "run",
     "single_core",
-    "time_interleaved",
 ]
 
 # torch.optim.AdamW defaults, applied to every parameter (torch decays all of them), no clipping
@@ -127,54 +125,6 @@ def hf_flops_per_token(hf: Any, seq_len: int) -> float:
     n_heads = getattr(cfg, "num_attention_heads", None) or cfg.n_head
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // n_heads
     return 6.0 * n + 6.0 * n_layers * seq_len * n_heads * head_dim
-
-
-def _stats(compile_s: float, times: list[float]) -> Timing:
-    return Timing(
-        compile_s=compile_s,
-        median_s=statistics.median(times),
-        min_s=min(times),
-        mean_s=statistics.fmean(times),
-        std_s=statistics.pstdev(times),
-        repeats=len(times),
-        times_s=tuple(times),
-    )
-
-
-def time_interleaved(
-    calls: dict[str, Callable[[], Any]],
-    *,
-    repeats: int,
-    warmup: int = 1,
-    compile_s: dict[str, float] | None = None,
-    settle_s: float = 0.3,
-) -> dict[str, Timing]:
-    """Time several contenders round-robin: one call of each per round, ``repeats`` rounds after ``warmup``
-    untimed calls each, every call ended by ``jax.block_until_ready`` (torch and numpy calls are synchronous).
-
-    Interleaving makes a shared machine's load hit every contender alike. Each timed call starts ``settle_s``
-    after the previous one ended: BLAS and OpenMP worker pools (numpy's OpenBLAS, torch) busy-wait for a while
-    after a call, and without the pause their spinning threads would take a core from the next contender. ``compile_s[name]`` (e.g. an AOT
-    compile time) is reported as is; otherwise the first call's time is (the harness convention).
-    """
-    if repeats < 1:
-        raise ValueError(f"repeats={repeats} is invalid: accepted values are integers >= 1")
-    given = dict(compile_s or {})
-    first: dict[str, float] = {}
-    for name, call in calls.items():
-        t0 = time.perf_counter()
-        jax.block_until_ready(call())
-        first[name] = time.perf_counter() - t0
-        for _ in range(warmup - 1):
-            jax.block_until_ready(call())
-    times: dict[str, list[float]] = {name: [] for name in calls}
-    for _ in range(repeats):
-        for name, call in calls.items():
-            time.sleep(settle_s)
-            t0 = time.perf_counter()
-            jax.block_until_ready(call())
-            times[name].append(time.perf_counter() - t0)
-    return {name: _stats(given.get(name, first[name]), times[name]) for name in calls}
 
 
 def matmul_calls(n: int = 2048) -> tuple[dict[str, Callable[[], Any]], float]:

@@ -41,7 +41,6 @@ import dataclasses
 import importlib.util
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -52,7 +51,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from benchmarks.harness import Timing, cli_main, time_fn
+from benchmarks.harness import Timing, cli_main, time_fn, time_interleaved
 from jaxsafety.rl.ppo import PPOConfig, make_evaluate, make_train
 from jaxsafety.xla_flags import apply_cpu_workarounds, with_cpu_workarounds_env
 
@@ -123,31 +122,17 @@ def _compiled(train: Any, seeds: int) -> tuple[Any, jax.Array, float]:
     return compiled, arg, time.perf_counter() - t0
 
 
-def time_interleaved(trains: dict[str, Any], seeds: int, repeats: int) -> dict[str, Timing]:
-    """:func:`benchmarks.harness.time_jitted`'s protocol (AOT compile timed apart, one warm-up call, median of
-    ``repeats`` blocked calls) for several programs, with their steady-state calls alternated (a, b, a, b, ...)
-    so that load from other processes on a shared machine falls on all of them alike."""
+def _time_programs(trains: dict[str, Any], seeds: int, repeats: int) -> dict[str, Timing]:
+    """AOT-compile each ``train`` (compile time reported apart) and time the executables with
+    :func:`benchmarks.harness.time_interleaved` (one warm-up call, steady-state calls alternated a, b, a, b, ...,
+    so that load from other processes on a shared machine falls on all of them alike)."""
     progs = {name: _compiled(train, seeds) for name, train in trains.items()}
-    for compiled, arg, _ in progs.values():
-        jax.block_until_ready(compiled(arg))
-    times: dict[str, list[float]] = {name: [] for name in progs}
-    for _ in range(repeats):
-        for name, (compiled, arg, _) in progs.items():
-            t0 = time.perf_counter()
-            jax.block_until_ready(compiled(arg))
-            times[name].append(time.perf_counter() - t0)
-    return {
-        name: Timing(
-            compile_s=progs[name][2],
-            median_s=statistics.median(ts),
-            min_s=min(ts),
-            mean_s=statistics.fmean(ts),
-            std_s=statistics.pstdev(ts),
-            repeats=len(ts),
-            times_s=tuple(ts),
-        )
-        for name, ts in times.items()
-    }
+    return time_interleaved(
+        {name: (lambda c=compiled, a=arg: c(a)) for name, (compiled, arg, _) in progs.items()},
+        repeats=repeats,
+        compile_s={name: prog[2] for name, prog in progs.items()},
+        settle_s=0.0,
+    )
 
 
 def throughput_jax(budget: Budget) -> list[dict[str, Any]]:
@@ -162,7 +147,7 @@ def throughput_jax(budget: Budget) -> list[dict[str, Any]]:
         ref_cfg = purejaxrl_ppo.RefConfig(total_timesteps=per_seed)
         assert ours_cfg.env_steps == ref_cfg.env_steps
         steps = seeds * ours_cfg.env_steps
-        timings = time_interleaved(
+        timings = _time_programs(
             {"ours": make_train(ours_cfg), "purejaxrl": purejaxrl_ppo.make_train(ref_cfg)},
             seeds,
             budget.repeats,

@@ -76,20 +76,24 @@ def lola_grads(value_fn: ValueFn, thetas: jax.Array, config: LOLAConfig = LOLACo
     Row ``i``: ``grad_i L_i - alpha * grad_i f_i`` with ``f_i(theta) = sum_{j != i} (grad_j L_i)^T (grad_j L_j)``;
     without look-ahead the first factor ``grad_j L_i`` is held constant (``stop_gradient``).
     """
+    return _naive_and_lola(value_fn, thetas, config)[1]
+
+
+def _naive_and_lola(value_fn: ValueFn, thetas: jax.Array, config: LOLAConfig) -> tuple[jax.Array, jax.Array]:
+    """``(naive_grads, lola_grads)``, both ``[N, P]``, from one loss Jacobian (returned as the aux of the
+    differentiated ``f``, so it is not computed a second time)."""
     n = thetas.shape[0]
     off = 1.0 - jnp.eye(n)
 
-    def f(t: jax.Array, fixed: jax.Array | None) -> jax.Array:
+    def f(t: jax.Array) -> tuple[jax.Array, jax.Array]:
         jac = _loss_jacobian(value_fn, t)  # [i, j, P]
         own = jnp.einsum("jjp->jp", jac)  # grad_j L_j
-        first = jac if fixed is None else fixed
-        return jnp.einsum("ij,ijp,jp->i", off, first, own)  # f_i
+        first = jac if config.look_ahead else jax.lax.stop_gradient(jac)
+        return jnp.einsum("ij,ijp,jp->i", off, first, own), jac  # f_i
 
-    jac0 = _loss_jacobian(value_fn, thetas)
-    fixed = None if config.look_ahead else jax.lax.stop_gradient(jac0)
-    df = jax.jacrev(f)(thetas, fixed)  # [i, k, P]: d f_i / d theta_k
-    shaping = jnp.einsum("iip->ip", df)
-    return jnp.einsum("iip->ip", jac0) - config.alpha * shaping
+    df, jac = jax.jacrev(f, has_aux=True)(thetas)  # df[i, k]: d f_i / d theta_k
+    naive = jnp.einsum("iip->ip", jac)
+    return naive, naive - config.alpha * jnp.einsum("iip->ip", df)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,9 +135,12 @@ def make_exact_learning(
             len(learners),
             f"one LearnerSpec per player ({thetas.shape[0]})",
         )
-        rows = naive_grads(value_fn, thetas)
+        if not lola_cfgs:
+            return naive_grads(value_fn, thetas)
+        rows = None
         for cfg in lola_cfgs:
-            lola = lola_grads(value_fn, thetas, cfg)
+            naive, lola = _naive_and_lola(value_fn, thetas, cfg)
+            rows = naive if rows is None else rows
             use = jnp.asarray([k == "lola" and spec.lola == cfg for k, spec in zip(kinds, learners)])
             rows = jnp.where(use[:, None], lola, rows)
         return rows
