@@ -4,22 +4,15 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.experiments.script_runner import run_experiment
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, str(REPO / "experiments" / "nplayer_shaping.py"), *args],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=REPO,
-    )
+    return run_experiment("nplayer_shaping.py", *args, timeout=600)
 
 
 def test_smoke_writes_table_plots_and_logs(tmp_path: Path):

@@ -5,24 +5,17 @@ from __future__ import annotations
 import dataclasses
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.experiments.script_runner import run_experiment
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, str(REPO / "experiments" / "ppo_gymnax.py"), *args],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        cwd=REPO,
-    )
+    return run_experiment("ppo_gymnax.py", *args, timeout=900)
 
 
 @pytest.fixture(scope="module")

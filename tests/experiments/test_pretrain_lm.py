@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,18 +12,11 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from jaxsafety.config import config_from_dict, parse_cli
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.experiments.script_runner import run_experiment
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, str(REPO / "experiments" / "pretrain_lm.py"), *args],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=REPO,
-    )
+    return run_experiment("pretrain_lm.py", *args, timeout=600)
 
 
 @pytest.fixture(scope="module")
