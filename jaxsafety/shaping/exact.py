@@ -79,20 +79,32 @@ def lola_grads(value_fn: ValueFn, thetas: jax.Array, config: LOLAConfig = LOLACo
     return _naive_and_lola(value_fn, thetas, config)[1]
 
 
-def _naive_and_lola(value_fn: ValueFn, thetas: jax.Array, config: LOLAConfig) -> tuple[jax.Array, jax.Array]:
+def _naive_and_lola(
+    value_fn: ValueFn,
+    thetas: jax.Array,
+    config: LOLAConfig,
+    own_value_fn: ValueFn | None = None,
+) -> tuple[jax.Array, jax.Array]:
     """``(naive_grads, lola_grads)``, both ``[N, P]``, from one loss Jacobian (returned as the aux of the
-    differentiated ``f``, so it is not computed a second time)."""
+    differentiated ``f``, so it is not computed a second time).
+
+    ``own_value_fn`` (default: ``value_fn``) supplies the second factor ``grad_j L_j`` of ``f_i``. Sample-based
+    callers (:mod:`jaxsafety.shaping.dice`) pass an estimate from independent samples, so that the expectation of
+    the product is the product of the expectations; the naive rows are then the mean of both estimates.
+    """
     n = thetas.shape[0]
     off = 1.0 - jnp.eye(n)
 
-    def f(t: jax.Array) -> tuple[jax.Array, jax.Array]:
+    def f(t: jax.Array) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
         jac = _loss_jacobian(value_fn, t)  # [i, j, P]
-        own = jnp.einsum("jjp->jp", jac)  # grad_j L_j
+        own_jac = jac if own_value_fn is None else _loss_jacobian(own_value_fn, t)
+        own = jnp.einsum("jjp->jp", own_jac)  # grad_j L_j
         first = jac if config.look_ahead else jax.lax.stop_gradient(jac)
-        return jnp.einsum("ij,ijp,jp->i", off, first, own), jac  # f_i
+        return jnp.einsum("ij,ijp,jp->i", off, first, own), (jnp.einsum("iip->ip", jac), own)  # f_i
 
-    df, jac = jax.jacrev(f, has_aux=True)(thetas)  # df[i, k]: d f_i / d theta_k
-    naive = jnp.einsum("iip->ip", jac)
+    df, (naive, own) = jax.jacrev(f, has_aux=True)(thetas)  # df[i, k]: d f_i / d theta_k
+    if own_value_fn is not None:
+        naive = 0.5 * (naive + own)
     return naive, naive - config.alpha * jnp.einsum("iip->ip", df)
 
 
@@ -115,6 +127,35 @@ class LearnerSpec:
         check_range("lr", self.lr, ge=0)
 
 
+def _learning_rates(learners: Sequence[LearnerSpec]) -> jax.Array:
+    """``[N]`` step sizes, 0 for fixed players."""
+    return jnp.asarray([0.0 if spec.kind == "fixed" else spec.lr for spec in learners])
+
+
+def _check_num_learners(learners: Sequence[LearnerSpec], n: int) -> None:
+    check(len(learners) == n, "learners", len(learners), f"one LearnerSpec per player ({n})")
+
+
+def _mixed_direction(
+    learners: Sequence[LearnerSpec],
+    naive: Callable[[], jax.Array],
+    naive_and_lola: Callable[[LOLAConfig], tuple[jax.Array, jax.Array]],
+) -> jax.Array:
+    """Descent directions ``[N, P]`` of a mix of learners: the naive rows from ``naive()`` when nobody is LOLA,
+    else from ``naive_and_lola(cfg)``, computed once per distinct LOLA config among the players, with each LOLA
+    player's row taken from its own config (fixed players get a row too; their step size is 0)."""
+    lola_cfgs = sorted({spec.lola for spec in learners if spec.kind == "lola"}, key=repr)
+    if not lola_cfgs:
+        return naive()
+    rows = None
+    for cfg in lola_cfgs:
+        naive_rows, lola = naive_and_lola(cfg)
+        rows = naive_rows if rows is None else rows
+        use = jnp.asarray([spec.kind == "lola" and spec.lola == cfg for spec in learners])
+        rows = jnp.where(use[:, None], lola, rows)
+    return rows
+
+
 def make_exact_learning(
     value_fn: ValueFn, learners: Sequence[LearnerSpec], num_updates: int
 ) -> Callable[[jax.Array], tuple[jax.Array, dict[str, jax.Array]]]:
@@ -124,26 +165,15 @@ def make_exact_learning(
     directions are computed only if some player is LOLA; different LOLA configs per player are supported.
     """
     check_range("num_updates", num_updates, ge=1, integer=True)
-    kinds = [spec.kind for spec in learners]
-    lr = jnp.asarray([0.0 if spec.kind == "fixed" else spec.lr for spec in learners])
-    lola_cfgs = sorted({spec.lola for spec in learners if spec.kind == "lola"}, key=repr)
+    lr = _learning_rates(learners)
 
     def direction(thetas: jax.Array) -> jax.Array:
-        check(
-            thetas.shape[0] == len(learners),
-            "learners",
-            len(learners),
-            f"one LearnerSpec per player ({thetas.shape[0]})",
+        _check_num_learners(learners, thetas.shape[0])
+        return _mixed_direction(
+            learners,
+            lambda: naive_grads(value_fn, thetas),
+            lambda cfg: _naive_and_lola(value_fn, thetas, cfg),
         )
-        if not lola_cfgs:
-            return naive_grads(value_fn, thetas)
-        rows = None
-        for cfg in lola_cfgs:
-            naive, lola = _naive_and_lola(value_fn, thetas, cfg)
-            rows = naive if rows is None else rows
-            use = jnp.asarray([k == "lola" and spec.lola == cfg for k, spec in zip(kinds, learners)])
-            rows = jnp.where(use[:, None], lola, rows)
-        return rows
 
     def step(thetas: jax.Array, _: None) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
         new = thetas - lr[:, None] * direction(thetas)

@@ -20,13 +20,15 @@ def test_quick_run_payload_is_complete_and_positive():
     budget = ppo_cartpole.QUICK
     assert [r["seeds"] for r in payload["jax"]] == list(budget.seeds)
     for row in payload["jax"]:
-        for side in ("ours", "purejaxrl"):
+        for side in ("ours", ppo_cartpole.SAME, "purejaxrl"):
             rate = row[side]
             assert _positive(rate["steps_per_s"]) and _positive(rate["steps_per_s_best"])
             assert rate["env_steps_per_call"] == row["seeds"] * row["env_steps_per_seed"]
             assert _positive(rate["timing"]["compile_s"]) and rate["timing"]["repeats"] == budget.repeats
         assert _positive(row["ratio_ours_over_purejaxrl"])
-    assert set(payload["ratios"]["ours_over_purejaxrl"]) == {str(s) for s in budget.seeds}
+        assert _positive(row[f"ratio_{ppo_cartpole.SAME}_over_purejaxrl"])
+    for key in ("ours_over_purejaxrl", f"{ppo_cartpole.SAME}_over_purejaxrl"):
+        assert set(payload["ratios"][key]) == {str(s) for s in budget.seeds}
     if ppo_cartpole.sb3_available():
         assert payload["sb3_skipped"] is None
         assert payload["sb3"]["best_threads"] in (1, 2)
