@@ -11,13 +11,14 @@ from jaxsafety.rl.losses import (
     clipped_value_loss,
     normalize_advantages,
 )
-from jaxsafety.rl.networks import ActorCritic
+from jaxsafety.rl.networks import ActorCritic, GRUActorCritic
 from jaxsafety.rl.normalize import RunningMeanStd, normalize_obs, scale_rewards
 from jaxsafety.rl.ppo import PPOConfig, Runner, make_evaluate, make_policy, make_train
 
 __all__ = [
     "ActorCritic",
     "Categorical",
+    "GRUActorCritic",
     "Gaussian",
     "PPOConfig",
     "Runner",

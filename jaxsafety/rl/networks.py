@@ -12,7 +12,7 @@ from flax import nnx
 
 from jaxsafety.rl.distributions import Categorical, Gaussian, TanhGaussian
 
-__all__ = ["MLP", "ActorCritic"]
+__all__ = ["MLP", "ActorCritic", "GRUActorCritic"]
 
 _ACTS = {"tanh": jnp.tanh, "relu": jax.nn.relu, "gelu": jax.nn.gelu, "silu": jax.nn.silu}
 
@@ -98,3 +98,37 @@ class ActorCritic(nnx.Module):
         if self.action_kind == "gaussian":
             return Gaussian(out, log_std), value
         return TanhGaussian(out, log_std, jnp.asarray(self.low), jnp.asarray(self.high)), value
+
+
+class GRUActorCritic(nnx.Module):
+    """Recurrent discrete actor-critic: one GRU cell (``nnx.GRUCell``) shared by a linear actor head (init scale
+    0.01, near-uniform start) and a linear critic head, as Pax's GRU PPO agents.
+
+    ``model(h [..., hidden], obs [..., obs_dim]) -> (h', Categorical over [...], value [...])``: one step; a
+    sequence is a ``lax.scan`` of it (:meth:`unroll`). ``initial_state(shape)`` is the zero state.
+    """
+
+    def __init__(self, obs_dim: int, n_actions: int, hidden: int = 16, *, rngs: nnx.Rngs):
+        ortho = nnx.initializers.orthogonal
+        self.cell = nnx.GRUCell(obs_dim, hidden, rngs=rngs)
+        self.actor = nnx.Linear(hidden, n_actions, kernel_init=ortho(0.01), rngs=rngs)
+        self.critic = nnx.Linear(hidden, 1, kernel_init=ortho(1.0), rngs=rngs)
+        self.hidden = hidden
+
+    def initial_state(self, shape: tuple[int, ...] = ()) -> jax.Array:
+        return jnp.zeros((*shape, self.hidden), jnp.float32)
+
+    def __call__(self, h: jax.Array, obs: jax.Array) -> tuple[jax.Array, Categorical, jax.Array]:
+        h, _ = self.cell(h, obs)
+        return h, Categorical(self.actor(h)), self.critic(h)[..., 0]
+
+    def unroll(self, h0: jax.Array, obs: jax.Array) -> tuple[jax.Array, Categorical, jax.Array]:
+        """Run over ``obs [T, ..., obs_dim]`` from ``h0 [..., hidden]``: ``(h_T, Categorical [T, ...], values
+        [T, ...])``."""
+
+        def step(h: jax.Array, o: jax.Array) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+            h, dist, value = self(h, o)
+            return h, (dist.logits, value)
+
+        h, (logits, values) = jax.lax.scan(step, h0, obs)
+        return h, Categorical(logits), values

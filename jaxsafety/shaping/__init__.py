@@ -1,6 +1,7 @@
 """Opponent-shaping learners for N-player general-sum games (Souly et al. 2023, "Leading the Pack: N-player
 Opponent Shaping"): naive learners and N-player LOLA with exact gradients or sampled (DiCE) estimates, M-FOS-style
-meta-learned shapers (OpenES or meta-PPO outer loop), fixed baseline policies."""
+meta-learned shapers (OpenES or meta-PPO outer loop) on the exact games, Shaper-style recurrent shapers (OpenES)
+against PPO naive learners on sampled games, fixed baseline policies."""
 
 from jaxsafety.shaping.dice import (
     dice_lola_grads,
@@ -20,6 +21,7 @@ from jaxsafety.shaping.exact import (
 )
 from jaxsafety.shaping.mfos import MetaPPOConfig, MFOSConfig, make_mfos_es, make_mfos_ppo, make_mfos_trial
 from jaxsafety.shaping.policies import always, tit_for_tat
+from jaxsafety.shaping.shaper import NaivePPOConfig, SampledGameConfig, make_sampled_trial, make_shaper_es
 
 __all__ = [
     "ESConfig",
@@ -27,6 +29,8 @@ __all__ = [
     "LearnerSpec",
     "MFOSConfig",
     "MetaPPOConfig",
+    "NaivePPOConfig",
+    "SampledGameConfig",
     "always",
     "dice_lola_grads",
     "dice_naive_grads",
@@ -38,6 +42,8 @@ __all__ = [
     "make_mfos_es",
     "make_mfos_ppo",
     "make_mfos_trial",
+    "make_sampled_trial",
+    "make_shaper_es",
     "memory_one_value_fn",
     "naive_grads",
     "sample_episodes",
