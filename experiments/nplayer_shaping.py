@@ -1,31 +1,39 @@
-"""N-player opponent shaping (Souly et al. 2023, "Leading the Pack", arXiv 2312.12564) with exact gradients.
+"""N-player opponent shaping (Souly et al. 2023, "Leading the Pack", arXiv 2312.12564): LOLA, M-FOS and Shaper.
 
 For every game (iterated N-player tensor games: IPD, stag hunt, snowdrift, tragedy of the commons, public goods)
-and every N, four populations of memory-one learners train simultaneously on the exact discounted return
-(:func:`envs.tensor_game.memory_one_return`):
+and every N, each shaping method plays in four populations:
 
-- ``all_naive``: N naive learners (exact policy gradient);
+- ``all_naive``: N naive learners;
 - ``1_shaper``: one shaper + N - 1 naive learners;
 - ``2_shapers``: two shapers + N - 2 naive learners;
-- ``all_shapers``: shapers against each other.
+- ``all_shapers``: shapers against each other (each its own agent, maximising its own return).
 
-The shaper is N-player LOLA (:mod:`jaxsafety.shaping.exact`); the meta-learned shapers of the paper (M-FOS,
-Shaper with OpenES) will join as further ``--shaper`` choices. Every population runs from ``num_inits`` random
-initialisations (vmapped, and vmapped over games too: one XLA call per N and population).
+Shapers (``--shapers``):
 
-Reported per (game, N, population), at the end of learning and averaged over initialisations: each seat's
-return, the shapers' and the naive learners' mean return, the social return (mean over all players) and the
-cooperation rate (discounted frequency of C, exact). The headline comparisons: the shaper's return in
-``1_shaper`` against the same seat's return in ``all_naive``, and the social return of each population against
-``all_naive``.
+- ``lola``: N-player LOLA with exact gradients (:mod:`jaxsafety.shaping.exact`) among exact naive learners
+  (memory-one policies, exact policy gradient on the exact discounted return);
+- ``mfos``: M-FOS-style meta-policy (:mod:`jaxsafety.shaping.mfos`), meta-trained with OpenES over trials of
+  ``num_updates`` naive-learner updates from random initialisations, then evaluated on the same initialisations as
+  the other exact populations;
+- ``shaper``: Shaper-style GRU policy (:mod:`jaxsafety.shaping.shaper`) meta-trained with OpenES on the *sampled*
+  game, against PPO naive learners updated after every episode; its baseline is the sampled all-naive population.
 
-    python experiments/nplayer_shaping.py --smoke        # seconds
-    python experiments/nplayer_shaping.py                # every game, N = 3, 4, 5
+One XLA program per (method, N, population), vmapped over the five games (and over initialisations, ES
+candidates and envs inside).
+
+Reported per (method, game, N, population), averaged over initialisations (exact) or evaluation trials (sampled):
+each seat's return, the shapers' and naive learners' mean return, the social return (mean over all players) and
+the cooperation rate, both as the mean over the whole learning run (``*_mean``: what the meta-learners maximise)
+and at its end (``final``). Headline comparisons: the shaper's return in ``1_shaper`` against the same seat's
+in ``all_naive``, and each population's social return against ``all_naive``.
+
+    python experiments/nplayer_shaping.py --smoke        # about a minute (compile-bound)
+    python experiments/nplayer_shaping.py                # every game, N = 3, 4, 5, all three shapers
     tensorboard --logdir runs
 
-Writes ``runs/nplayer_shaping/<run>/``: TensorBoard scalars (``<game>/N<n>/<population>/social_return`` etc. per
-update), ``results.json`` (the table), ``summary.png`` (social and shaper returns per game, N and population) and
-``curves.png`` (social return over updates).
+Writes ``runs/nplayer_shaping/<run>/``: TensorBoard scalars (``<method>/<game>/N<n>/<population>/social_return``
+etc. per update or episode), ``results.json`` (the table), ``summary.png`` (own and social gains against N per
+game and method) and ``curves.png`` (social return over the learning run).
 """
 
 from __future__ import annotations
@@ -41,23 +49,39 @@ import jax
 import jax.numpy as jnp
 import matplotlib
 import numpy as np
+from flax import nnx
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from envs import tensor_game
 from jaxsafety.config import check, check_choice, check_range, config_to_dict, parse_cli
-from jaxsafety.shaping import LearnerSpec, LOLAConfig, make_exact_learning, memory_one_value_fn
+from jaxsafety.shaping import (
+    ESConfig,
+    LearnerSpec,
+    LOLAConfig,
+    MFOSConfig,
+    NaivePPOConfig,
+    SampledGameConfig,
+    make_exact_learning,
+    make_mfos_es,
+    make_mfos_trial,
+    make_sampled_trial,
+    make_shaper_es,
+    memory_one_value_fn,
+)
 from jaxsafety.train import progress
 from jaxsafety.train.experiment import Run, start_run, write_json_atomic
-from jaxsafety.xla_flags import apply_cpu_workarounds
+from jaxsafety.xla_flags import apply_cpu_workarounds, prefer_fast_compile
 
 # before jax starts its backend (importing starts nothing): nested-Jacobian LOLA programs crash XLA:CPU's
 # YNNPACK fusions (see jaxsafety.xla_flags)
 apply_cpu_workarounds(single_threaded=True, no_ynn=True)
 
 GAMES = ("ipd", "stag_hunt", "snowdrift", "tragedy", "public_goods")
-POPULATIONS = ("all_naive", "1_shaper", "2_shapers", "all_shapers")
+SHAPERS = ("lola", "mfos", "shaper")
+SHAPER_POPULATIONS = ("1_shaper", "2_shapers", "all_shapers")
+POPULATIONS = ("all_naive", *SHAPER_POPULATIONS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,14 +91,28 @@ class NPlayerShapingConfig:
     seed: int = 0
     games: tuple[str, ...] = GAMES
     players: tuple[int, ...] = (3, 4, 5)
-    shaper: str = "lola"  # the shaping learner (meta-learned shapers come next)
-    num_inits: int = 32  # random initialisations per population (vmapped)
-    num_updates: int = 300
+    shapers: tuple[str, ...] = SHAPERS
+    populations: tuple[str, ...] = SHAPER_POPULATIONS  # besides all_naive, which always runs
+    # exact games (naive, lola, mfos)
+    num_inits: int = (
+        32  # evaluation initialisations per population (vmapped, shared by all populations of an N)
+    )
+    num_updates: int = 100  # naive-learner updates per run (= the M-FOS trial length)
     init_std: float = 1.0  # initial cooperation logits ~ N(0, init_std^2)
     gamma: float = 0.96  # discount of the iterated game (LOLA paper, Pax)
-    lr: float = 10.0  # every learner's step on the (1 - gamma)-normalised return
+    lr: float = 10.0  # exact learners' step on the (1 - gamma)-normalised return
     lola_alpha: float = 10.0  # LOLA's assumed co-player step
     lola_look_ahead: bool = False
+    mfos_hidden: tuple[int, ...] = (32,)
+    mfos_es: ESConfig = ESConfig(population=16, generations=50, sigma=0.1, lr=0.03)
+    mfos_train_inits: int = 2  # co-player initialisations per ES fitness evaluation
+    # sampled games (shaper and its naive baseline)
+    sampled: SampledGameConfig = SampledGameConfig(
+        num_envs=8, episode_length=50, num_episodes=30, naive=NaivePPOConfig(network="mlp", lr=1e-2)
+    )
+    shaper_es: ESConfig = ESConfig(population=16, generations=30, sigma=0.1, lr=0.03)
+    shaper_train_inits: int = 1
+    sampled_eval_trials: int = 16
     public_goods_r: float = 0.75  # multiplication factor as a fraction of N (1 < r < N)
 
     def __post_init__(self) -> None:
@@ -87,8 +125,31 @@ class NPlayerShapingConfig:
             self.players,
             "non-empty tuples of integers in 2..8",
         )
-        check_choice("shaper", self.shaper, ("lola",))
-        for f in ("num_inits", "num_updates"):
+        check(len(self.shapers) >= 1, "shapers", self.shapers, f"non-empty tuples of {SHAPERS}")
+        for s in self.shapers:
+            check_choice("shapers", s, SHAPERS)
+        check(
+            len(self.populations) >= 1,
+            "populations",
+            self.populations,
+            f"non-empty tuples of {SHAPER_POPULATIONS}",
+        )
+        for p in self.populations:
+            check_choice("populations", p, SHAPER_POPULATIONS)
+        if "2_shapers" in self.populations:
+            check(
+                min(self.players) >= 3,
+                "players",
+                self.players,
+                "integers >= 3 when populations include 2_shapers",
+            )
+        for f in (
+            "num_inits",
+            "num_updates",
+            "mfos_train_inits",
+            "shaper_train_inits",
+            "sampled_eval_trials",
+        ):
             check_range(f, getattr(self, f), ge=1, integer=True)
         check_range("init_std", self.init_std, ge=0)
         check_range("gamma", self.gamma, ge=0, lt=1)
@@ -102,7 +163,24 @@ class NPlayerShapingConfig:
         )
 
 
-SMOKE = NPlayerShapingConfig(games=("ipd", "stag_hunt"), players=(3,), num_inits=4, num_updates=40)
+SMOKE = NPlayerShapingConfig(
+    games=("ipd", "stag_hunt"),
+    players=(3,),
+    populations=("1_shaper",),
+    num_inits=4,
+    num_updates=20,
+    mfos_hidden=(8,),
+    mfos_es=ESConfig(population=4, generations=3),
+    sampled=SampledGameConfig(
+        num_envs=4,
+        episode_length=10,
+        num_episodes=4,
+        shaper_hidden=8,
+        naive=NaivePPOConfig(network="mlp", lr=1e-2),
+    ),
+    shaper_es=ESConfig(population=4, generations=2),
+    sampled_eval_trials=2,
+)
 
 
 def payoff_table(game: str, n: int, cfg: NPlayerShapingConfig) -> jax.Array:
@@ -118,79 +196,172 @@ def seats(population: str, n: int) -> list[bool]:
     return [i < k for i in range(n)]
 
 
-def population_runner(n: int, population: str, cfg: NPlayerShapingConfig) -> Any:
-    """``jit(run(payoffs [G, 2, n], inits [I, n, 2^n + 1])) -> (values [G, I, U+1, n], coop [G, I, U+1, n])``."""
+def _exact_cooperation(thetas: jax.Array, gamma: float) -> jax.Array:
+    """Exact discounted frequency of C of memory-one policies ``thetas [..., N, S]`` -> ``[..., N]``."""
+    n = thetas.shape[-2]
+    coop_table = jnp.stack([jnp.ones(n), jnp.zeros(n)])  # reward 1 for C: the return is the cooperation rate
+    flat = thetas.reshape(-1, *thetas.shape[-2:])
+    coop = jax.vmap(lambda t: tensor_game.memory_one_return(coop_table, jax.nn.sigmoid(t), gamma))(flat)
+    return coop.reshape(thetas.shape[:-1])
+
+
+def exact_runner(n: int, population: str, kind: str, cfg: NPlayerShapingConfig) -> Any:
+    """``jit(run(payoffs [G, 2, n], inits [I, n, S])) -> (values [G, I, U, n], coop [G, I, U, n])`` for naive
+    learners with exact gradients, with LOLA shapers (``kind="lola"``) in the shaper seats; ``U = num_updates``
+    episodes (the values before each of the first ``U - 1`` updates and after the last)."""
     lola = LOLAConfig(alpha=cfg.lola_alpha, look_ahead=cfg.lola_look_ahead)
     specs = [
-        LearnerSpec("lola", lr=cfg.lr, lola=lola) if s else LearnerSpec("naive", lr=cfg.lr)
+        LearnerSpec("lola", lr=cfg.lr, lola=lola) if s and kind == "lola" else LearnerSpec("naive", lr=cfg.lr)
         for s in seats(population, n)
     ]
-    coop_table = jnp.stack([jnp.ones(n), jnp.zeros(n)])  # reward 1 for C: the return is the cooperation rate
 
     def one(payoffs: jax.Array, thetas0: jax.Array) -> tuple[jax.Array, jax.Array]:
-        _, hist = make_exact_learning(memory_one_value_fn(payoffs, cfg.gamma), specs, cfg.num_updates)(
-            thetas0
-        )
-        coop = jax.vmap(lambda t: tensor_game.memory_one_return(coop_table, jax.nn.sigmoid(t), cfg.gamma))(
-            hist["thetas"]
-        )
-        return hist["values"], coop
+        value_fn = memory_one_value_fn(payoffs, cfg.gamma)
+        if cfg.num_updates == 1:
+            return value_fn(thetas0)[None], _exact_cooperation(thetas0[None], cfg.gamma)
+        _, hist = make_exact_learning(value_fn, specs, cfg.num_updates - 1)(thetas0)
+        return hist["values"], _exact_cooperation(hist["thetas"], cfg.gamma)
 
     return jax.jit(jax.vmap(jax.vmap(one, in_axes=(None, 0)), in_axes=(0, None)))
 
 
+def mfos_config(cfg: NPlayerShapingConfig) -> MFOSConfig:
+    return MFOSConfig(
+        trial_length=cfg.num_updates,
+        inner_lr=cfg.lr,
+        gamma=cfg.gamma,
+        init_std=cfg.init_std,
+        hidden=cfg.mfos_hidden,
+    )
+
+
+def mfos_runner(n: int, population: str, cfg: NPlayerShapingConfig) -> Any:
+    """``jit(run(payoffs [G, 2, n], inits [I, n, S], key)) -> (values [G, I, U, n], coop, fitness [G, gens, K])``:
+    OpenES meta-training of the shaper seats per game, then the trained meta-policies on the evaluation inits."""
+    shaper_seats = seats(population, n)
+    mcfg = mfos_config(cfg)
+
+    def one(payoffs: jax.Array, inits: jax.Array, key: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+        train, graphdef = make_mfos_es(
+            payoffs, shaper_seats, mcfg, cfg.mfos_es, num_inits=cfg.mfos_train_inits
+        )
+        params, metrics = train(key)
+
+        def act(obs: jax.Array, _: Any) -> jax.Array:
+            return jax.vmap(lambda p, o: nnx.merge(graphdef, p)(o))(params, obs)
+
+        trial = make_mfos_trial(payoffs, shaper_seats, mcfg)
+        out = jax.vmap(lambda th0: trial(act, th0))(inits)
+        return out["values"], _exact_cooperation(out["thetas"], cfg.gamma), metrics["mean_fitness"]
+
+    return jax.jit(jax.vmap(one, in_axes=(0, None, None)))
+
+
+def sampled_runner(n: int, population: str, cfg: NPlayerShapingConfig) -> Any:
+    """``jit(run(payoffs [G, 2, n], eval_keys [E], key)) -> (reward [G, E, U, n], coop [G, E, U, n], fitness)``:
+    the Shaper's OpenES meta-training per game (skipped for ``all_naive``), then evaluation trials."""
+    shaper_seats = seats(population, n)
+
+    def one(
+        payoffs: jax.Array, eval_keys: jax.Array, key: jax.Array
+    ) -> tuple[jax.Array, jax.Array, jax.Array]:
+        if population == "all_naive":
+            trial, _, _ = make_sampled_trial(payoffs, shaper_seats, cfg.sampled)
+            params, fitness = None, jnp.zeros((cfg.shaper_es.generations, 0))
+        else:
+            train, trial = make_shaper_es(
+                payoffs, shaper_seats, cfg.sampled, cfg.shaper_es, num_inits=cfg.shaper_train_inits
+            )
+            params, metrics = train(key)
+            fitness = metrics["mean_fitness"]
+        stats = jax.vmap(lambda k: trial(params, k))(eval_keys)
+        return stats["reward"], stats["coop"], fitness
+
+    return jax.jit(jax.vmap(one, in_axes=(0, None, None)))
+
+
 def summarise(values: np.ndarray, coop: np.ndarray, shaper_seats: list[bool]) -> dict[str, Any]:
-    """Final-update statistics of one population over initialisations (``values, coop: [I, U+1, n]``)."""
-    final, final_coop = values[:, -1], coop[:, -1]
+    """Statistics of one population over initialisations or trials (``values, coop: [I, U, n]``)."""
     mask = np.asarray(shaper_seats)
-    social = final.mean(-1)
-    out = {
-        "seat_return": final.mean(0).tolist(),
-        "social_return": float(social.mean()),
-        "social_return_se": float(social.std(ddof=1) / math.sqrt(len(social))) if len(social) > 1 else None,
-        "cooperation": float(final_coop.mean()),
-        "shaper_return": float(final[:, mask].mean()) if mask.any() else None,
-        "naive_return": float(final[:, ~mask].mean()) if (~mask).any() else None,
-    }
+    out: dict[str, Any] = {}
+    for tag, v, c in (("", values[:, -1], coop[:, -1]), ("_mean", values.mean(1), coop.mean(1))):
+        social = v.mean(-1)
+        out |= {
+            f"seat_return{tag}": v.mean(0).tolist(),
+            f"social_return{tag}": float(social.mean()),
+            f"social_return{tag}_se": float(social.std(ddof=1) / math.sqrt(len(social)))
+            if len(social) > 1
+            else None,
+            f"cooperation{tag}": float(c.mean()),
+            f"shaper_return{tag}": float(v[:, mask].mean()) if mask.any() else None,
+            f"naive_return{tag}": float(v[:, ~mask].mean()) if (~mask).any() else None,
+        }
     return out
 
 
-def plot_summary(run: Run, table: dict[str, Any], cfg: NPlayerShapingConfig) -> Path:
+def compare(cell: dict[str, Any], populations: tuple[str, ...]) -> dict[str, float]:
+    """Own gain of a single shaper and social gains of each population over ``all_naive`` (mean over the run and
+    at its end)."""
+    base = cell["all_naive"]
+    out = {}
+    for tag in ("_mean", ""):
+        if "1_shaper" in cell:
+            out[f"shaper_gain_own{tag}"] = (
+                cell["1_shaper"][f"shaper_return{tag}"] - base[f"seat_return{tag}"][0]
+            )
+        for p in populations:
+            out[f"social_gain_{p}{tag}"] = cell[p][f"social_return{tag}"] - base[f"social_return{tag}"]
+    return out
+
+
+def plot_summary(run: Run, comparisons: dict[str, Any], cfg: NPlayerShapingConfig) -> Path:
     games, ns = list(cfg.games), list(cfg.players)
+    rows = [("shaper_gain_own_mean", "own gain (1 shaper)")] if "1_shaper" in cfg.populations else []
+    rows += [(f"social_gain_{p}_mean", f"social gain ({p.replace('_', ' ')})") for p in cfg.populations]
     fig, axes = plt.subplots(
-        len(games), len(ns), figsize=(3.2 * len(ns), 2.4 * len(games)), squeeze=False, sharey=False
+        len(rows), len(games), figsize=(2.6 * len(games), 2.0 * len(rows)), squeeze=False, sharex=True
     )
-    colours = ["tab:gray", "tab:blue", "tab:orange", "tab:red"]
-    for r, game in enumerate(games):
-        for c, n in enumerate(ns):
+    for c, game in enumerate(games):
+        for r, (key, label) in enumerate(rows):
             ax = axes[r, c]
-            cell = table[game][str(n)]
-            x = np.arange(len(POPULATIONS))
-            ax.bar(x - 0.2, [cell[p]["social_return"] for p in POPULATIONS], 0.4, color=colours, alpha=0.9)
-            shaper = [cell[p]["shaper_return"] or np.nan for p in POPULATIONS]
-            ax.bar(x + 0.2, shaper, 0.4, color=colours, alpha=0.45, hatch="//")
-            ax.set_xticks(x, ["naive", "1 sh", "2 sh", "all sh"], fontsize=7)
-            ax.set_title(f"{game}, N={n}", fontsize=8)
+            for kind in cfg.shapers:
+                ys = [comparisons[f"{kind}/{game}/N{n}"][key] for n in ns]
+                ax.plot(ns, ys, marker="o", linewidth=1, label=kind)
+            ax.axhline(0.0, color="k", linewidth=0.5)
+            ax.set_xticks(ns)
             ax.tick_params(labelsize=7)
-    fig.suptitle(f"social return (solid) and shaper return (hatched); shaper = {cfg.shaper}", fontsize=9)
+            if r == 0:
+                ax.set_title(game, fontsize=8)
+            if c == 0:
+                ax.set_ylabel(label, fontsize=7)
+    axes[0, 0].legend(fontsize=6)
+    fig.supxlabel("N players", fontsize=8)
+    fig.suptitle(
+        "return over the learning run minus the all-naive population's (mean over inits)", fontsize=9
+    )
     fig.tight_layout()
     path = run.save_figure(fig, "summary", cfg.num_updates)
     plt.close(fig)
     return path
 
 
-def plot_curves(run: Run, curves: dict[tuple[str, int, str], np.ndarray], cfg: NPlayerShapingConfig) -> Path:
+def plot_curves(
+    run: Run, curves: dict[tuple[str, str, int, str], np.ndarray], cfg: NPlayerShapingConfig
+) -> Path:
     games, ns = list(cfg.games), list(cfg.players)
     fig, axes = plt.subplots(len(games), len(ns), figsize=(3.2 * len(ns), 2.4 * len(games)), squeeze=False)
+    styles = {"naive": ":", "naive_sampled": ":", "lola": "-", "mfos": "--", "shaper": "-."}
     for r, game in enumerate(games):
         for c, n in enumerate(ns):
             ax = axes[r, c]
-            for p in POPULATIONS:
-                ax.plot(curves[(game, n, p)], label=p, linewidth=1)
+            for (kind, g, nn, p), social in curves.items():
+                if g == game and nn == n and p in ("all_naive", "1_shaper", "all_shapers"):
+                    x = np.linspace(0.0, 1.0, len(social))
+                    ax.plot(x, social, styles[kind], linewidth=1, label=f"{kind} {p}")
             ax.set_title(f"{game}, N={n}", fontsize=8)
             ax.tick_params(labelsize=7)
-    axes[0, 0].legend(fontsize=6)
-    fig.supxlabel("update", fontsize=8)
+    axes[0, 0].legend(fontsize=5)
+    fig.supxlabel("fraction of the learning run (exact: updates; sampled: episodes)", fontsize=8)
     fig.supylabel("social return (mean over inits)", fontsize=8)
     fig.tight_layout()
     path = run.save_figure(fig, "curves", cfg.num_updates)
@@ -202,66 +373,99 @@ def main(cfg: NPlayerShapingConfig) -> dict[str, Any]:
     t_start = time.time()
     run = start_run("nplayer_shaping", cfg, run_name=cfg.run_name, root=cfg.out_dir)
     key = jax.random.key(cfg.seed)
-    table: dict[str, Any] = {g: {} for g in cfg.games}
-    curves: dict[tuple[str, int, str], np.ndarray] = {}
-    jobs = [(n, p) for n in cfg.players for p in POPULATIONS]
+    exact_kinds = [k for k in cfg.shapers if k in ("lola", "mfos")]
+    table: dict[str, Any] = {kind: {g: {} for g in cfg.games} for kind in cfg.shapers}
+    curves: dict[tuple[str, str, int, str], np.ndarray] = {}
+    meta_fitness: dict[str, Any] = {}
+    jobs = []
+    for n in cfg.players:
+        if exact_kinds:
+            jobs.append(("naive", n, "all_naive"))
+        if "shaper" in cfg.shapers:
+            jobs.append(("naive_sampled", n, "all_naive"))
+        jobs += [(kind, n, p) for kind in cfg.shapers for p in cfg.populations]
     print(
-        f"[nplayer_shaping] {len(cfg.games)} games x N in {cfg.players} x {len(POPULATIONS)} populations, "
-        f"{cfg.num_inits} inits x {cfg.num_updates} updates each (shaper: {cfg.shaper})",
+        f"[nplayer_shaping] {len(cfg.games)} games x N in {cfg.players} x shapers {cfg.shapers} x populations "
+        f"{('all_naive', *cfg.populations)}: {len(jobs)} programs",
         flush=True,
     )
     with run:
-        for n, population in progress(jobs, desc="N x population"):
+        for kind, n, population in progress(jobs, desc="method x N x population"):
             payoffs = jnp.stack([payoff_table(g, n, cfg) for g in cfg.games])
-            # the same initialisations for every population of a given N (paired comparison)
-            inits = cfg.init_std * jax.random.normal(jax.random.fold_in(key, n), (cfg.num_inits, n, 2**n + 1))
-            values, coop = jax.device_get(population_runner(n, population, cfg)(payoffs, inits))
+            # the same initialisations / evaluation trials for every population of a given N (paired comparison)
+            k_n = jax.random.fold_in(key, n)
+            inits = cfg.init_std * jax.random.normal(k_n, (cfg.num_inits, n, 2**n + 1))
+            eval_keys = jax.random.split(jax.random.fold_in(k_n, 1), cfg.sampled_eval_trials)
+            k_meta = jax.random.fold_in(k_n, 2 + POPULATIONS.index(population))
+            fitness, t_job = None, time.time()
+            if kind in ("naive", "lola"):
+                values, coop = exact_runner(n, population, kind, cfg)(payoffs, inits)
+            elif kind == "mfos":
+                values, coop, fitness = mfos_runner(n, population, cfg)(payoffs, inits, k_meta)
+            else:
+                values, coop, fitness = sampled_runner(n, population, cfg)(payoffs, eval_keys, k_meta)
+            values, coop = np.asarray(values), np.asarray(coop)
+            print(f"[nplayer_shaping] {kind} N={n} {population}: {time.time() - t_job:.0f} s", flush=True)
+            owners = exact_kinds if kind == "naive" else ["shaper"] if kind == "naive_sampled" else [kind]
             for gi, game in enumerate(cfg.games):
                 cell = summarise(values[gi], coop[gi], seats(population, n))
-                table[game].setdefault(str(n), {})[population] = cell
-                social = values[gi].mean(-1).mean(0)  # [U + 1]
-                curves[(game, n, population)] = social
-                prefix = f"{game}/N{n}/{population}/"
-                for u in range(0, cfg.num_updates + 1, max(1, cfg.num_updates // 100)):
+                if fitness is not None and population != "all_naive":
+                    cell["meta_fitness"] = np.asarray(fitness[gi]).tolist()  # [generations, K]
+                for owner in owners:
+                    table[owner][game].setdefault(str(n), {})[population] = cell
+                social = values[gi].mean(-1).mean(0)  # [U]
+                curves[(kind, game, n, population)] = social
+                prefix = f"{kind}/{game}/N{n}/{population}/"
+                for u in range(0, len(social), max(1, len(social) // 100)):
                     run.tracker.scalars(
                         {"social_return": social[u], "cooperation": coop[gi, :, u].mean()}, u, prefix=prefix
                     )
-        comparisons = {}
-        for game in cfg.games:
-            for n in cfg.players:
-                cell = table[game][str(n)]
-                base = cell["all_naive"]
-                comparisons[f"{game}/N{n}"] = {
-                    "shaper_gain_own": cell["1_shaper"]["shaper_return"] - base["seat_return"][0],
-                    **{
-                        f"social_gain_{p}": cell[p]["social_return"] - base["social_return"]
-                        for p in POPULATIONS[1:]
-                    },
-                }
-        plot_summary(run, table, cfg)
+            if fitness is not None and population != "all_naive":
+                meta_fitness[f"{kind}/N{n}/{population}"] = np.asarray(fitness).mean(-1)  # [G, gens]
+        comparisons = {
+            f"{kind}/{game}/N{n}": compare(table[kind][game][str(n)], cfg.populations)
+            for kind in cfg.shapers
+            for game in cfg.games
+            for n in cfg.players
+        }
+        for name, fit in meta_fitness.items():
+            for gi, game in enumerate(cfg.games):
+                for g, v in enumerate(fit[gi]):
+                    run.tracker.scalars(
+                        {"meta_fitness": v}, g, prefix=f"{name.replace('/', f'/{game}/', 1)}/"
+                    )
+        plot_summary(run, comparisons, cfg)
         plot_curves(run, curves, cfg)
         results = {
             "experiment": "nplayer_shaping",
             "run": run.name,
-            "shaper": cfg.shaper,
+            "shapers": list(cfg.shapers),
             "table": table,
             "comparisons": comparisons,
             "definitions": {
-                "returns": "(1 - gamma)-normalised exact discounted return after the last update, mean over inits",
+                "returns": (
+                    "exact games: (1 - gamma)-normalised exact discounted return of the policies played at each of "
+                    "num_updates episodes; sampled games: mean reward per round of each episode; *_mean: mean over "
+                    "the run, no suffix: the last episode; averaged over initialisations / evaluation trials"
+                ),
                 "shaper_gain_own": "shaper's return in 1_shaper minus the same seat's return in all_naive",
                 "social_gain_<population>": "social return of the population minus that of all_naive",
+                "baselines": "lola and mfos: exact naive learners; shaper: PPO naive learners on the sampled game",
             },
             "wall_seconds": time.time() - t_start,
             "config": config_to_dict(cfg),
         }
         path = write_json_atomic(run.dir / "results.json", results)
     for name, c in comparisons.items():
+        own = c.get("shaper_gain_own_mean")
         print(
-            f"[nplayer_shaping] {name}: shaper own gain {c['shaper_gain_own']:+.3f}, social gain "
-            + ", ".join(f"{p} {c[f'social_gain_{p}']:+.3f}" for p in POPULATIONS[1:]),
+            f"[nplayer_shaping] {name}: "
+            + (f"shaper own gain {own:+.3f}, " if own is not None else "")
+            + "social gain "
+            + ", ".join(f"{p} {c[f'social_gain_{p}_mean']:+.3f}" for p in cfg.populations),
             flush=True,
         )
-    print(f"[nplayer_shaping] wrote {path}", flush=True)
+    print(f"[nplayer_shaping] wrote {path} ({results['wall_seconds']:.0f} s)", flush=True)
     return results
 
 
@@ -272,4 +476,7 @@ def parse_args(argv: list[str]) -> NPlayerShapingConfig:
 
 
 if __name__ == "__main__":
-    main(parse_args(sys.argv[1:]))
+    config = parse_args(sys.argv[1:])
+    if "--smoke" in sys.argv[1:]:
+        prefer_fast_compile()  # smoke sizes are compile-bound (the backend has not started yet)
+    main(config)

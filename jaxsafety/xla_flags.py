@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["CPU_WORKAROUND_FLAGS", "apply_cpu_workarounds", "with_cpu_workarounds_env"]
+__all__ = ["CPU_WORKAROUND_FLAGS", "apply_cpu_workarounds", "prefer_fast_compile", "with_cpu_workarounds_env"]
 
 CPU_WORKAROUND_FLAGS = ("--xla_cpu_enable_concurrency_optimized_scheduler=false",)
 _SINGLE_THREADED = "--xla_cpu_multi_thread_eigen=false"
@@ -44,8 +44,19 @@ def apply_cpu_workarounds(single_threaded: bool = False, no_ynn: bool = False) -
     False (and changes nothing) when the backend is already running without them; a caller that needs them
     must then run its work in a fresh process (e.g. with :func:`with_cpu_workarounds_env`).
     """
+    return _append_flags(_wanted(single_threaded, no_ynn))
+
+
+def prefer_fast_compile() -> bool:
+    """Ask XLA for its cheapest backend optimisation level (``--xla_backend_optimization_level=0``), for runs
+    whose time is mostly compilation (``--smoke`` sizes, tests): same numerics, compiles several times faster,
+    runs slower. Same contract as :func:`apply_cpu_workarounds`; an explicit level in ``XLA_FLAGS`` wins."""
+    return _append_flags(("--xla_backend_optimization_level=0",))
+
+
+def _append_flags(wanted: tuple[str, ...]) -> bool:
     flags = os.environ.get("XLA_FLAGS", "")
-    missing = [f for f in _wanted(single_threaded, no_ynn) if f.split("=")[0] not in flags]
+    missing = [f for f in wanted if f.split("=")[0] not in flags]
     if not missing:
         return True
     if "jax" in __import__("sys").modules:

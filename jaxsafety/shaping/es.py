@@ -55,7 +55,8 @@ def make_es_train(
 
     ``init_params``: one seat's parameter pytree (every seat's search starts at it). ``metrics``: ``fitness_mean``
     and ``fitness_max`` ``[generations, K]`` (the raw returns of the population), and ``mean_fitness``
-    ``[generations, K]``, the return of the search means themselves, evaluated with the generation's key.
+    ``[generations, K]``, the return of the search means themselves before the generation's update, evaluated with
+    the generation's key alongside the population.
     """
     from evosax.algorithms import Open_ES
 
@@ -74,16 +75,17 @@ def make_es_train(
         pops, states = jax.vmap(es.ask, in_axes=(0, 0, None))(
             jax.random.split(k_ask, num_seats), states, es_params
         )  # leaves [K, P, ...]
-        by_candidate = jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), pops)  # [P, K, ...]
-        returns = jax.vmap(fitness_fn, in_axes=(0, None))(by_candidate, k_eval)  # [P, K]
+        means = jax.vmap(es.get_mean)(states)  # [K, ...]
+        # the search means are scored in the same vmapped call, as candidate P (one copy of fitness_fn's program)
+        candidates = jax.tree.map(lambda p, m: jnp.concatenate([jnp.swapaxes(p, 0, 1), m[None]]), pops, means)
+        returns = jax.vmap(fitness_fn, in_axes=(0, None))(candidates, k_eval)  # [P + 1, K]
         states, _ = jax.vmap(es.tell, in_axes=(0, 0, 1, 0, None))(
-            jax.random.split(k_tell, num_seats), pops, -returns, states, es_params
+            jax.random.split(k_tell, num_seats), pops, -returns[:-1], states, es_params
         )  # evosax minimises
-        means = jax.vmap(es.get_mean)(states)
         return states, {
-            "fitness_mean": returns.mean(0),
-            "fitness_max": returns.max(0),
-            "mean_fitness": fitness_fn(means, k_eval),
+            "fitness_mean": returns[:-1].mean(0),
+            "fitness_max": returns[:-1].max(0),
+            "mean_fitness": returns[-1],
         }
 
     def train(key: jax.Array) -> tuple[Any, dict[str, jax.Array]]:

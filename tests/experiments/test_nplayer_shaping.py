@@ -20,24 +20,33 @@ def test_smoke_writes_table_plots_and_logs(tmp_path: Path):
     assert out.returncode == 0, out.stderr[-3000:]
     run = tmp_path / "nplayer_shaping" / "s"
     res = json.loads((run / "results.json").read_text())
-    assert set(res["table"]) == {"ipd", "stag_hunt"}
-    for game in ("ipd", "stag_hunt"):
-        cell = res["table"][game]["3"]
-        assert set(cell) == {"all_naive", "1_shaper", "2_shapers", "all_shapers"}
-        assert cell["all_naive"]["shaper_return"] is None and cell["all_shapers"]["naive_return"] is None
-        for pop in cell.values():
-            assert len(pop["seat_return"]) == 3 and 0.0 <= pop["cooperation"] <= 1.0
-    # the IPD table's returns lie between all-defect (1) and all-cooperate (4) for N = 3
-    for pop in res["table"]["ipd"]["3"].values():
-        assert all(1.0 - 1e-4 <= v <= 4.0 + 1e-4 for v in pop["seat_return"])
-    # naive learners in the 3-player IPD learn to defect (D dominates by 1 every round)
-    assert res["table"]["ipd"]["3"]["all_naive"]["cooperation"] < 0.5
-    assert {"shaper_gain_own", "social_gain_1_shaper"} <= set(res["comparisons"]["ipd/N3"])
+    assert set(res["table"]) == {"lola", "mfos", "shaper"}
+    for kind in ("lola", "mfos", "shaper"):
+        assert set(res["table"][kind]) == {"ipd", "stag_hunt"}
+        for game in ("ipd", "stag_hunt"):
+            cell = res["table"][kind][game]["3"]
+            assert set(cell) == {"all_naive", "1_shaper"}
+            assert cell["all_naive"]["shaper_return"] is None
+            for pop in cell.values():
+                assert len(pop["seat_return"]) == 3 and 0.0 <= pop["cooperation_mean"] <= 1.0
+            # the IPD's returns lie between all-defect (1) and all-cooperate (4) for N = 3
+            if game == "ipd":
+                for pop in cell.values():
+                    assert all(1.0 - 1e-4 <= v <= 4.0 + 1e-4 for v in pop["seat_return_mean"])
+        assert {"shaper_gain_own_mean", "social_gain_1_shaper_mean"} <= set(
+            res["comparisons"][f"{kind}/ipd/N3"]
+        )
+    # exact methods share the exact naive baseline; naive learners in the 3-player IPD learn to defect
+    exact_naive = res["table"]["lola"]["ipd"]["3"]["all_naive"]
+    assert exact_naive == res["table"]["mfos"]["ipd"]["3"]["all_naive"]
+    assert exact_naive["cooperation"] < exact_naive["cooperation_mean"] < 0.5
+    assert len(res["table"]["mfos"]["ipd"]["3"]["1_shaper"]["meta_fitness"]) == 3  # generations
     for png in ("summary.png", "curves.png"):
         assert (run / png).stat().st_size > 5000
     ea = EventAccumulator(str(run), size_guidance={"scalars": 0})
     ea.Reload()
-    assert "ipd/N3/1_shaper/social_return" in ea.Tags()["scalars"]
+    tags = ea.Tags()["scalars"]
+    assert {"lola/ipd/N3/1_shaper/social_return", "shaper/ipd/N3/1_shaper/meta_fitness"} <= set(tags)
 
 
 def test_bad_flags_exit_with_one_line(tmp_path: Path):
@@ -49,4 +58,7 @@ def test_bad_flags_exit_with_one_line(tmp_path: Path):
     out = _run("--players", "1", "5", "--out-dir", str(tmp_path))
     assert out.returncode == 2
     assert "players=(1, 5) is invalid: accepted values are non-empty tuples of integers in 2..8" in out.stderr
+    assert not any(tmp_path.iterdir())
+    out = _run("--shapers", "lola", "mfos-ppo", "--out-dir", str(tmp_path))
+    assert out.returncode == 2 and "shapers='mfos-ppo' is invalid" in out.stderr
     assert not any(tmp_path.iterdir())
