@@ -1,17 +1,19 @@
 """Env steps/s of the N-player game environments in ``envs/``, against a vectorised numpy tensor game.
 
-Compared on the same work in one run (TARGETS.md row "N-player iterated tensor game"):
+Compared on the same work in one run (TARGETS.md row "N-player iterated tensor game"), on one core (both sides,
+see :func:`one_core`), timed interleaved (ours, numpy, ours, numpy, ...) so a shared machine's load hits both alike:
 
 - **ours**: :class:`envs.TensorGame` with the IPD payoffs (:func:`envs.tensor_game.ipd`) and one-hot egocentric
   joint-action observations, ``jax.vmap``-ed over ``batch`` envs and stepped ``length`` times inside one
   ``lax.scan`` in one jitted call, auto-reset every 100 rounds. Random actions are sampled in-graph: one
-  ``jax.random.bits`` call draws a ``[length, batch]`` uint32 block inside the jitted function before the scan and
-  each step unpacks player ``j``'s action from bit ``j``. The scan body sums the observations and rewards over the
-  batch into its carry (so XLA cannot drop the work) instead of writing ``[length, batch, N, 2^N + 1]`` outputs.
-- **numpy peer**: the same game written as a well-vectorised numpy loop over steps (the same per-step work: joint
-  code, other-defector counts, reward lookup, egocentric rotation, auto-reset, one-hot observations gathered from
-  an identity matrix into a preallocated buffer), with the action bits drawn by one ``Generator.integers`` call
-  per timed call, as ours.
+  ``jax.random.bits`` call inside the jitted function, before the scan, draws ``2^N``-valued action codes, one
+  byte per env step (two for ``N > 8``, :func:`action_codes`), and each step unpacks player ``j``'s action from
+  bit ``j``. Every step adds every observation and reward into a per-env carry (``[batch, N (2^N + 1)]`` and
+  ``[batch, N]``, summed over the batch once after the scan), so XLA cannot drop any of the work.
+- **numpy peer**: the same game written as a well-vectorised numpy loop over steps (the same per-step work: each
+  player's action bit, joint code, other-defector counts, reward lookup, egocentric rotation for every player,
+  auto-reset, one-hot observations written into a preallocated ``[batch, N, 2^N + 1]`` float32 buffer), with the
+  action codes drawn as the same number of random bytes by one ``Generator.integers`` call per timed call.
 - **references**: gymnax ``CartPole-v1`` with random actions (the usual JAX-env yardstick, stepped the PureJaxRL way
   with one key per env per step), and our :class:`envs.CoinGame` (3 players, 3x3) and :class:`envs.CommonPool`
   (3 players, 5 levels), stepped like ours above (with per-env keys for the coin game, which needs randomness).
@@ -22,14 +24,18 @@ Env steps count ``batch x length`` per call (one step of all N players is one en
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import os
+import time
+from collections.abc import Iterator
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks.harness import Timing, cli_main, time_fn, time_jitted
+from benchmarks.harness import Timing, cli_main, time_interleaved, time_jitted
 from envs.coin_game import CoinGame
 from envs.common_pool import CommonPool
 from envs.tensor_game import TensorGame, TensorGameParams, ipd
@@ -57,66 +63,126 @@ FULL = Budget(
 QUICK = Budget(tensor=((1, 64), (256, 20)), players=(3,), others=((32, 8),), repeats=3)
 
 
+def action_codes(key: jax.Array, length: int, batch: int, num_players: int) -> jax.Array:
+    """``[length, batch]`` uniformly random ``num_players``-bit action codes (uint8, or uint16 for more than 8
+    players), in one ``jax.random.bits`` call.
+
+    The draw is 32-bit words split into bytes (halves), so each env step costs one byte (two) of the generator's
+    output, as numpy's ``Generator.integers(..., dtype=np.uint8)`` does (it buffers 32-bit draws). Drawing a whole
+    word per env step instead made threefry (about 20 ns a word on this CPU) half of our time at N=3.
+    """
+    dtype = jnp.uint8 if num_players <= 8 else jnp.uint16
+    per_word = 32 // jnp.iinfo(dtype).bits
+    words = jax.random.bits(key, (length, -(-batch // per_word)), jnp.uint32)
+    codes = jax.lax.bitcast_convert_type(words, dtype).reshape(length, -1)[:, :batch]
+    return codes & (2**num_players - 1)
+
+
 def make_tensor_rollout(num_players: int, batch: int, length: int, unroll: int = 1):
     """Jitted ``rollout(key) -> (obs_sum [N, 2^N + 1], reward_sum [N])`` of ``batch`` IPD envs for ``length``
-    steps with uniformly random actions."""
+    steps with uniformly random actions.
+
+    The scan carries per-env sums of the observations (flattened, ``[batch, N (2^N + 1)]``) and rewards: an
+    elementwise add of every observation element every step, which XLA fuses with the observation's computation,
+    and a single batch reduction after the scan. Summing over the batch inside each step instead (the first version
+    of this benchmark) costs a reduction per step, which XLA:CPU splits into a reduce-window and a reduce without
+    fusing the observation into it: the rollout took 2-3x as long at batch 1k, 1.8-2x at 64k.
+    """
     env = TensorGame(num_players, num_rounds=ROUNDS)
     params = TensorGameParams(payoffs=ipd(num_players))
     step = jax.vmap(env.step, in_axes=(None, 0, 0, None))
-    player_bit = jnp.arange(num_players, dtype=jnp.uint32)
+    width = num_players * env.num_states
 
     def rollout(key):
         _, state = jax.vmap(lambda _: env.reset(key, params))(jnp.arange(batch))
-        bits = jax.random.bits(key, (length, batch), jnp.uint32)
+        codes = action_codes(key, length, batch, num_players)
+        player_bit = jnp.arange(num_players, dtype=codes.dtype)
 
-        def body(carry, b):
+        def body(carry, code):
             state, obs_sum, rew_sum = carry
-            actions = ((b[:, None] >> player_bit) & 1).astype(jnp.int32)  # [batch, N]
+            actions = ((code[:, None] >> player_bit) & 1).astype(jnp.int32)  # [batch, N]
             obs, state, rew, _, _ = step(key, state, actions, params)
-            return (state, obs_sum + obs.sum(0), rew_sum + rew.sum(0)), None
+            return (state, obs_sum + obs.reshape(batch, width), rew_sum + rew), None
 
-        zeros = (jnp.zeros((num_players, env.num_states)), jnp.zeros(num_players))
-        (_, obs_sum, rew_sum), _ = jax.lax.scan(body, (state, *zeros), bits, unroll=unroll)
-        return obs_sum, rew_sum
+        zeros = (jnp.zeros((batch, width)), jnp.zeros((batch, num_players)))
+        (_, obs_sum, rew_sum), _ = jax.lax.scan(body, (state, *zeros), codes, unroll=unroll)
+        return obs_sum.sum(0).reshape(num_players, env.num_states), rew_sum.sum(0)
 
     return jax.jit(rollout)
 
 
 class NumpyTensorGame:
-    """The same batched IPD tensor game in vectorised numpy (the peer): ``rollout(seed)`` steps ``batch`` envs
+    """The same batched IPD tensor game in vectorised numpy (the peer): ``rollout()`` steps ``batch`` envs
     ``length`` times with random actions and returns the reward sum ``[N]``; observations are written to a
-    preallocated ``[batch, N, 2^N + 1]`` float32 buffer every step."""
+    preallocated ``[batch, N, 2^N + 1]`` float32 buffer every step.
+
+    Per-player arrays are player-major (``[N, batch]``: each player's row is contiguous, and sums over players are
+    ``N - 1`` vector adds instead of a reduction over a short inner axis), in int32, and the one-hot is a zero fill
+    of the buffer plus one scattered store of 1 per (env, player). The first version of this peer (``[batch, N]``
+    int64 arrays, ``.sum(1)``, one-hot rows gathered from an identity matrix with ``np.take``) took 2-3.7x as long
+    for the same work.
+    """
 
     def __init__(self, num_players: int, batch: int, length: int):
         n = self.n = num_players
         self.batch, self.length = batch, length
         self.start = 2**n
         self.payoffs = np.asarray(ipd(n), np.float32).reshape(-1)  # index a * N + k
-        self.eye = np.eye(2**n + 1, dtype=np.float32)
-        self.shift = np.arange(n - 1, -1, -1, dtype=np.int64)
-        self.rot = np.arange(n, dtype=np.int64)
-        self.player_bit = np.arange(n, dtype=np.int64)
+        self.shift = np.arange(n - 1, -1, -1, dtype=np.int32)[:, None]
+        self.rot = np.arange(n, dtype=np.int32)[:, None]
+        self.player_bit = np.arange(n, dtype=np.int32)[:, None]
         self.obs = np.empty((batch, n, 2**n + 1), np.float32)
+        # flat offset of obs[b, i, 0], player-major like the per-player arrays
+        self.row = ((np.arange(batch)[None, :] * n + np.arange(n)[:, None]) * (2**n + 1)).astype(np.int64)
         self.rng = np.random.default_rng(0)
 
     def rollout(self) -> np.ndarray:
         n, batch = self.n, self.batch
-        bits = self.rng.integers(0, 2**n, size=(self.length, batch), dtype=np.int64)
-        t = np.zeros(batch, np.int64)
+        dtype = np.uint8 if n <= 8 else np.uint16
+        bits = self.rng.integers(0, 2**n, size=(self.length, batch), dtype=dtype)
+        t = np.zeros(batch, np.int32)
         rew_sum = np.zeros(n, np.float32)
+        flat = self.obs.reshape(-1)
         for s in range(self.length):
-            actions = (bits[s, :, None] >> self.player_bit) & 1  # [batch, N]
-            code = (actions << self.shift).sum(1)
-            others = actions.sum(1, keepdims=True) - actions
+            actions = (bits[s] >> self.player_bit) & 1  # [N, batch]
+            code = np.add.reduce(actions << self.shift, axis=0)
+            others = np.add.reduce(actions, axis=0) - actions
             rewards = self.payoffs[actions * n + others]
-            ego = ((code[:, None] << self.rot) | (code[:, None] >> (n - self.rot))) & (self.start - 1)
+            ego = ((code << self.rot) | (code >> (n - self.rot))) & (self.start - 1)
             t += 1
             done = t >= ROUNDS
             t[done] = 0
-            ego[done] = self.start
-            np.take(self.eye, ego, axis=0, out=self.obs)
-            rew_sum += rewards.sum(0)
+            ego[:, done] = self.start
+            self.obs.fill(0.0)
+            flat[self.row + ego] = 1.0
+            rew_sum += np.add.reduce(rewards, axis=1)
         return rew_sum
+
+
+@contextlib.contextmanager
+def one_core() -> Iterator[None]:
+    """Pin every thread of this process to one CPU (the first allowed) while inside, then restore.
+
+    The numpy peer is single-threaded; XLA:CPU splits large loops across its thread pool (the
+    ``xla_cpu_multi_thread_eigen=false`` flag does not stop that), so without the pin ours could use a second core
+    the peer does not get. Every thread is pinned: ``sched_setaffinity`` of the pid alone moves only the calling
+    thread, not XLA's pool. Does nothing where affinity cannot be set.
+    """
+    if not hasattr(os, "sched_setaffinity"):
+        yield
+        return
+    allowed = os.sched_getaffinity(0)
+    previous = {}
+    for tid in (int(t) for t in os.listdir("/proc/self/task")):
+        with contextlib.suppress(OSError):
+            previous[tid] = os.sched_getaffinity(tid)
+            os.sched_setaffinity(tid, {min(allowed)})
+    try:
+        yield
+    finally:  # threads started inside (e.g. a pool grown during compilation) get the process's original set
+        for tid in (int(t) for t in os.listdir("/proc/self/task")):
+            with contextlib.suppress(OSError):
+                os.sched_setaffinity(tid, previous.get(tid, allowed))
 
 
 def make_cartpole_rollout(batch: int, length: int):
@@ -190,11 +256,18 @@ def run(quick: bool = False) -> dict[str, Any]:
     for n in budget.players:
         for batch, length in budget.tensor:
             steps = batch * length
-            ours = time_jitted(
-                make_tensor_rollout(n, batch, length, _unroll(batch, quick)), key, repeats=budget.repeats
-            )
+            fn = make_tensor_rollout(n, batch, length, _unroll(batch, quick))
             peer_env = NumpyTensorGame(n, batch, length)
-            peer = time_fn(peer_env.rollout, repeats=budget.repeats)
+            with one_core():
+                t0 = time.perf_counter()
+                compiled = fn.lower(key).compile()
+                compile_s = time.perf_counter() - t0
+                t = time_interleaved(
+                    {"ours": lambda c=compiled: c(key), "numpy": peer_env.rollout},
+                    repeats=budget.repeats,
+                    compile_s={"ours": compile_s},
+                )
+            ours, peer = t["ours"], t["numpy"]
             row = {
                 "num_players": n,
                 "batch": batch,
@@ -228,6 +301,7 @@ def run(quick: bool = False) -> dict[str, Any]:
     ratios = {f"n{r['num_players']}_batch{r['batch']}": r["ratio_ours_over_numpy"] for r in tensor_rows}
     return {
         "peer": "numpy",
+        "tensor_game_cores": 1,
         "rounds_per_episode": ROUNDS,
         "tensor_game": tensor_rows,
         "references": reference_rows,

@@ -26,6 +26,7 @@ Payoff presets (functions of ``N`` returning ``[2, N]`` float32 tables, row 0 = 
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Literal
 
@@ -244,8 +245,26 @@ class TensorGame:
         return jnp.where(c == self.start, self.start, ego)
 
     def _obs(self, history: jax.Array) -> jax.Array:
-        idx = self.egocentric_index(history)  # [N, h]
-        obs = jax.nn.one_hot(idx, self.num_states, dtype=jnp.float32)
+        """One-hot egocentric observations ``[N, h, 2^N + 1]`` (``[N, 2^N + 1]`` for ``"joint_action"``) of the
+        global codes ``history [h]``.
+
+        Player ``i`` sees code ``g`` as state ``s`` iff ``g`` is ``s`` rotated right by ``i`` bits, so
+        ``obs[i, j, s] = [history[j] == seen_as[i, s]]`` with ``seen_as`` the inverse rotation of every state
+        (start -> start): one compare per element against a table that depends only on ``(i, s)``, instead of a
+        rotation per player followed by a one-hot. Under ``vmap`` the per-env input is then just the code, and the
+        table is built from iotas inside the fused loop (no constant of ``N (2^N + 1)`` entries in the program).
+
+        The indicator is written ``max(1 - |g - seen_as|, 0)`` (exact for integers): XLA:CPU vectorises this
+        integer form along the state axis, whereas ``(g == seen_as).astype(float32)`` (what ``jax.nn.one_hot``
+        lowers to) compiles to scalar compare-and-convert code, 3-4x slower (a ``[1000, 5, 33]`` one-hot alone).
+        """
+        n, h = self.num_players, history.shape[0]
+        shape = (n, h, self.num_states)
+        s = jax.lax.broadcasted_iota(jnp.int32, shape, 2)
+        i = jax.lax.broadcasted_iota(jnp.int32, shape, 0)
+        seen_as = jnp.where(s == self.start, self.start, ((s >> i) | (s << (n - i))) & (self.start - 1))
+        g = history.astype(jnp.int32)[None, :, None]
+        obs = jnp.maximum(1 - jnp.abs(g - seen_as), 0).astype(jnp.float32)
         return obs[:, 0] if self.obs_mode == "joint_action" else obs
 
     def reset(self, key: jax.Array, params: TensorGameParams) -> tuple[jax.Array, TensorGameState]:
@@ -264,15 +283,23 @@ class TensorGame:
         del key
         a = actions.astype(jnp.int32)
         code = jnp.sum(a << self._shift)
-        others_defect = jnp.sum(a) - a
-        rewards = params.payoffs[a, others_defect].astype(jnp.float32)
+        # payoffs[a_i, k_i] with k_i = defectors - a_i: every cooperator gets payoffs[0, defectors], every defector
+        # payoffs[1, defectors - 1], so two lookups per round instead of one per player (the out-of-range index of
+        # the row nobody takes, all-D or all-C, is clipped and its value unused)
+        defectors = jax.lax.population_count(code)
+        payoffs = params.payoffs.astype(jnp.float32)
+        rewards = jnp.where(
+            a == 1,
+            jnp.take(payoffs[1], defectors - 1, mode="clip"),
+            jnp.take(payoffs[0], defectors, mode="clip"),
+        )
         history = jnp.concatenate([code[None], state.history[:-1]])
         t = state.t + 1
         done = t >= self.num_rounds
+        # auto-reset on the integer codes, then one one-hot: obs is the observation of the new state
+        new_state = TensorGameState(history=jnp.where(done, self.start, history), t=jnp.where(done, 0, t))
+        obs = self._obs(new_state.history)
         final_obs = self._obs(history)
-        start = jnp.full_like(history, self.start)
-        new_state = TensorGameState(history=jnp.where(done, start, history), t=jnp.where(done, 0, t))
-        obs = jnp.where(done, self._obs(start), final_obs)
         return obs, new_state, rewards, done, {"final_observation": final_obs}
 
 
@@ -337,19 +364,47 @@ def _doublings(gamma: float | jax.Array) -> int:
 
 def _discounted_visits(trans: jax.Array, p0: jax.Array, gamma: float | jax.Array) -> jax.Array:
     """``sum_t gamma^t p0 P^t = (I - gamma P)^{-T} p0`` by doubling: ``S_{2m} = S_m + A^m S_m`` with
-    ``A = gamma P^T``, squared ``_DOUBLINGS`` times (matmuls only).
+    ``A = gamma P^T``, squared ``K`` times (matmuls only; ``K`` from :func:`_doublings`: 10 for
+    ``gamma = 0.96``).
 
     Not ``jnp.linalg.solve``: nested Jacobians of the LU solve, vmapped over games and initialisations, crashed
     XLA:CPU (jaxlib 0.10.2) intermittently with a segfault in its LAPACK path; the doubling series needs no
-    LAPACK, is as accurate in float32 for ``gamma <= 0.999``, and costs ``2 K`` small matmuls of size ``2^N``
-    (``K`` from :func:`_doublings`: 10 for ``gamma = 0.96``).
+    LAPACK and is as accurate in float32 for ``gamma <= 0.999``. Its derivative is given in closed form
+    (:func:`_visits_series`), so a gradient costs ``K`` matrix-vector products instead of back-propagating
+    through ``2 K`` matmuls.
     """
-    a = gamma * trans.T
-    v = p0
-    for _ in range(_doublings(gamma)):
+    return _visits_series(gamma * trans.T, p0, _doublings(gamma))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _visits_series(a: jax.Array, p0: jax.Array, k: int) -> jax.Array:
+    """``v = sum_{t < 2^k} a^t p0`` (``a = gamma P^T``), i.e. ``(I - a)^{-1} p0`` up to ``gamma^(2^k)``.
+
+    VJP: with ``u = (I - a)^{-T} g = sum_t (a^T)^t g`` (the same doubling, applied with the stored powers
+    ``a^(2^i)`` transposed), ``a_bar = u v^T`` and ``p0_bar = u``: the exact derivative of the infinite series,
+    which the truncated one matches to ``O(gamma^(2^k))``. Differentiable again (reverse over reverse), as
+    N-player LOLA needs."""
+    return _visits_fwd(a, p0, k)[0]
+
+
+def _visits_fwd(a: jax.Array, p0: jax.Array, k: int) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+    powers, v = [], p0
+    for _ in range(k):
+        powers.append(a)
         v = v + a @ v
         a = a @ a
-    return v
+    return v, (jnp.stack(powers), v)
+
+
+def _visits_bwd(k: int, res: tuple[jax.Array, jax.Array], g: jax.Array) -> tuple[jax.Array, jax.Array]:
+    powers, v = res
+    u = g
+    for i in range(k):
+        u = u + powers[i].T @ u
+    return jnp.outer(u, v), u
+
+
+_visits_series.defvjp(_visits_fwd, _visits_bwd)
 
 
 def memory_one_return_finite(

@@ -149,6 +149,36 @@ def test_step_is_deterministic_and_vmaps_over_params():
             np.testing.assert_array_equal(np.asarray(x), np.asarray(z))
 
 
+@pytest.mark.parametrize("n", [2, 4, 5])
+def test_vmapped_step_matches_the_definitions_for_every_joint_action_and_reset(n):
+    # the step computes rewards from two lookups by defector count and observations by comparing the global code
+    # with a table of inverse rotations; check both against the definitions for all 2^N joint actions, mid-episode
+    # and on the auto-reset round, with a random (non-linear) payoff table
+    rng = np.random.default_rng(n)
+    table = rng.normal(size=(2, n)).astype(np.float32)
+    env = TensorGame(n, num_rounds=5)
+    params = TensorGameParams(payoffs=jnp.asarray(table))
+    joint = np.array(list(itertools.product([0, 1], repeat=n)))
+    _, state = env.reset(KEY, params)
+    step = jax.jit(jax.vmap(env.step, in_axes=(None, None, 0, None)))
+    for t, reset in [(0, False), (env.num_rounds - 1, True)]:
+        state_t = state.replace(t=jnp.asarray(t, jnp.int32))
+        obs, new_state, rewards, done, info = jax.tree.map(
+            np.asarray, step(KEY, state_t, jnp.asarray(joint), params)
+        )
+        assert obs.shape == (2**n, n, 2**n + 1) and obs.dtype == np.float32
+        np.testing.assert_array_equal(done, reset)
+        for g, a in enumerate(joint):
+            ego = [sum(a[(i + j) % n] << (n - 1 - j) for j in range(n)) for i in range(n)]
+            seen = np.eye(2**n + 1, dtype=np.float32)[ego]
+            np.testing.assert_array_equal(info["final_observation"][g], seen)
+            np.testing.assert_array_equal(obs[g], np.eye(2**n + 1)[[2**n] * n] if reset else seen)
+            expected = [table[a[i], a.sum() - a[i]] for i in range(n)]
+            np.testing.assert_array_equal(rewards[g], expected)
+        np.testing.assert_array_equal(new_state.history[:, 0], 2**n if reset else np.arange(2**n))
+        np.testing.assert_array_equal(new_state.t, 0 if reset else 1)
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # exact returns
 
