@@ -20,6 +20,10 @@ see :func:`one_core`), timed interleaved (ours, numpy, ours, numpy, ...) so a sh
 
 Env steps count ``batch x length`` per call (one step of all N players is one env step). Timing follows
 ``harness``: compile (``lower().compile()``) apart, median of ``repeats`` calls after a warm-up.
+
+Meta-training throughput (:func:`meta_training`, no peer: inner episodes/s of the shapers' OpenES loops in
+:mod:`jaxsafety.shaping`, whole jitted runs of a few generations): M-FOS on the exact games and the Shaper on the
+sampled games with MLP and GRU PPO naive learners.
 """
 
 from __future__ import annotations
@@ -39,6 +43,14 @@ from benchmarks.harness import Timing, cli_main, time_interleaved, time_jitted
 from envs.coin_game import CoinGame
 from envs.common_pool import CommonPool
 from envs.tensor_game import TensorGame, TensorGameParams, ipd
+from jaxsafety.shaping import (
+    ESConfig,
+    MFOSConfig,
+    NaivePPOConfig,
+    SampledGameConfig,
+    make_mfos_es,
+    make_shaper_es,
+)
 
 NAME = "envs_nplayer"
 ROUNDS = 100  # episode length (Pax's inner episode), so the measured steps include auto-resets
@@ -46,12 +58,20 @@ ROUNDS = 100  # episode length (Pax's inner episode), so the measured steps incl
 
 @dataclasses.dataclass(frozen=True)
 class Budget:
-    """Sizes of one run: ``(batch, length)`` pairs per env, the players of the tensor game, repeats."""
+    """Sizes of one run: ``(batch, length)`` pairs per env, the players of the tensor game, repeats; and the
+    meta-training runs (:func:`meta_training`)."""
 
     tensor: tuple[tuple[int, int], ...]
     players: tuple[int, ...]
     others: tuple[tuple[int, int], ...]
     repeats: int
+    meta_players: tuple[int, ...]
+    meta_population: int
+    meta_generations: int
+    mfos_trial: int  # naive-learner updates (episodes) per M-FOS trial
+    shaper_episodes: int  # episodes (naive PPO updates) per Shaper trial
+    shaper_networks: tuple[str, ...]  # naive learners' networks timed for the Shaper
+    meta_repeats: int
 
 
 FULL = Budget(
@@ -59,8 +79,27 @@ FULL = Budget(
     players=(3, 5),
     others=((1, 5_000), (1_000, 500), (65_536, 20)),
     repeats=7,
+    meta_players=(3, 5),
+    meta_population=16,
+    meta_generations=2,
+    mfos_trial=100,
+    shaper_episodes=10,
+    shaper_networks=("mlp", "gru"),
+    meta_repeats=3,
 )
-QUICK = Budget(tensor=((1, 64), (256, 20)), players=(3,), others=((32, 8),), repeats=3)
+QUICK = Budget(
+    tensor=((1, 64), (256, 20)),
+    players=(3,),
+    others=((32, 8),),
+    repeats=3,
+    meta_players=(3,),
+    meta_population=4,
+    meta_generations=1,
+    mfos_trial=5,
+    shaper_episodes=2,
+    shaper_networks=("mlp",),
+    meta_repeats=1,
+)
 
 
 def action_codes(key: jax.Array, length: int, batch: int, num_players: int) -> jax.Array:
@@ -249,6 +288,52 @@ def _unroll(batch: int, quick: bool) -> int:
     return 16 if batch == 1 and not quick else 1
 
 
+def meta_training(budget: Budget) -> list[dict[str, Any]]:
+    """Meta-training throughput of the shapers' OpenES loops (IPD payoffs, one shaper among naive learners):
+    a whole jitted run of ``meta_generations`` generations, each evaluating ``meta_population`` candidates plus
+    the search mean. Inner episodes: M-FOS on the exact game (one exact evaluation of every player's return and
+    the naive learners' exact gradient step per episode); Shaper on the sampled game (``8 envs x 50 rounds`` of
+    play, then one PPO update of each naive learner, MLP or GRU)."""
+    key = jax.random.key(0)
+    rows = []
+    es = ESConfig(population=budget.meta_population, generations=budget.meta_generations)
+    candidates = budget.meta_generations * (budget.meta_population + 1)
+    for n in budget.meta_players:
+        seats = [True] + [False] * (n - 1)
+        train, _ = make_mfos_es(ipd(n), seats, MFOSConfig(trial_length=budget.mfos_trial), es, num_inits=2)
+        contenders = [("mfos_exact", jax.jit(train), candidates * 2 * budget.mfos_trial, None)]
+        for network in budget.shaper_networks:
+            cfg = SampledGameConfig(
+                num_envs=8,
+                episode_length=50,
+                num_episodes=budget.shaper_episodes,
+                naive=NaivePPOConfig(network=network, lr=1e-2),
+            )
+            train, _ = make_shaper_es(ipd(n), seats, cfg, es, num_inits=1)
+            episodes = candidates * budget.shaper_episodes
+            contenders.append((f"shaper_sampled_{network}", jax.jit(train), episodes, episodes * 8 * 50))
+        for method, fn, episodes, env_steps in contenders:
+            t = time_jitted(fn, key, repeats=budget.meta_repeats)
+            row = {
+                "method": method,
+                "num_players": n,
+                "population": budget.meta_population,
+                "generations": budget.meta_generations,
+                "inner_episodes_per_call": episodes,
+                "inner_episodes_per_s": episodes / t.median_s,
+                "env_steps_per_s": None if env_steps is None else env_steps / t.median_s,
+                "timing": t.to_dict(),
+            }
+            rows.append(row)
+            print(
+                f"meta-training {method} N={n}: {row['inner_episodes_per_s']:.3g} inner episodes/s"
+                + ("" if env_steps is None else f" ({row['env_steps_per_s']:.3g} env steps/s)")
+                + f", compile {t.compile_s:.1f} s",
+                flush=True,
+            )
+    return rows
+
+
 def run(quick: bool = False) -> dict[str, Any]:
     budget = QUICK if quick else FULL
     key = jax.random.key(0)
@@ -306,6 +391,7 @@ def run(quick: bool = False) -> dict[str, Any]:
         "tensor_game": tensor_rows,
         "references": reference_rows,
         "ratios_ours_over_numpy": ratios,
+        "meta_training": meta_training(budget),
     }
 
 

@@ -30,6 +30,13 @@ def test_quick_run_payload_is_complete_and_positive():
         "common_pool_n3_k5",
     }
     assert all(_positive(r["steps_per_s"]) for r in payload["references"])
+    meta = payload["meta_training"]
+    assert {r["method"] for r in meta} == {"mfos_exact", "shaper_sampled_mlp"}
+    for r in meta:
+        assert _positive(r["inner_episodes_per_s"]) and r["timing"]["repeats"] == budget.meta_repeats
+    budget_episodes = budget.meta_generations * (budget.meta_population + 1) * budget.shaper_episodes
+    shaper = next(r for r in meta if r["method"] == "shaper_sampled_mlp")
+    assert shaper["inner_episodes_per_call"] == budget_episodes
 
 
 def test_jax_rollout_and_numpy_peer_compute_the_same_game():
