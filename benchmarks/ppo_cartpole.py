@@ -383,11 +383,14 @@ def run(quick: bool = False, *, sb3: bool = True) -> dict[str, Any]:
             f"{ratios[f'purejaxrl_over_sb3_{ref_seeds}_seeds']:.1f}x",
             flush=True,
         )
-    for key, label in (("ours_over_purejaxrl", "ours"), (f"{SAME}_over_purejaxrl", "ours, same algorithm")):
+    for key, label, note in (
+        ("ours_over_purejaxrl", "ours", "defaults: also bootstraps truncations"),
+        (f"{SAME}_over_purejaxrl", "ours, same algorithm", "floor >= 1.0x on the same work"),
+    ):
         print(
             f"{label}/PureJaxRL-style: "
             + ", ".join(f"{s} seed(s) {r:.2f}x" for s, r in ratios[key].items())
-            + " (floor >= 1.0x on the same work)",
+            + f" ({note})",
             flush=True,
         )
     targets = {
