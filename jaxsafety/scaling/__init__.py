@@ -1,0 +1,57 @@
+"""Scaling laws of inference compute: pass@k estimation and the distributional fits that predict its power law.
+
+Schaeffer et al. 2025 ("How Do Large Language Monkeys Get Their Power (Laws)?", arXiv 2502.17578): per problem the
+failure rate falls exponentially in the number of attempts ``k``, ``1 - pass_i@k = (1 - p_i)^k``, yet the aggregate
+``-log pass@k`` follows a power law ``a k^-b`` because of a heavy left tail of the distribution of ``p_i``. For
+``p = scale * x``, ``x ~ Beta(alpha, beta)``: ``-log pass@k ~ Gamma(alpha+beta)/(Gamma(beta) scale^alpha) k^-alpha``,
+so ``b = alpha``, which a fit of the distribution to per-problem counts estimates with far less compute than a fit
+of the aggregate curve.
+
+- :mod:`~jaxsafety.scaling.passk`: the unbiased ``pass@k`` estimator, its aggregate, the least-squares power law.
+- :mod:`~jaxsafety.scaling.distributions`: Beta / Kumaraswamy (scaled or not) likelihoods of per-problem counts
+  (binomial mixture and discretised) and the predicted ``pass@k`` curve.
+- :mod:`~jaxsafety.scaling.fit`: MLE, bootstrap, and the attempts-per-problem budget for a target precision.
+"""
+
+from jaxsafety.scaling.distributions import (
+    DistributionParams,
+    PassAtKCurve,
+    beta_binomial_logpmf,
+    discretized_log_likelihood,
+    kumaraswamy_binomial_logpmf,
+    predicted_passk_curve,
+    scaled_beta_binomial_logpmf,
+    scaled_kumaraswamy_binomial_logpmf,
+)
+from jaxsafety.scaling.fit import (
+    BootstrapResult,
+    FitResult,
+    SampleBudget,
+    bootstrap_fit,
+    exponent_standard_error,
+    fit_distribution,
+    samples_for_exponent_tolerance,
+)
+from jaxsafety.scaling.passk import aggregate_pass_at_k, fit_power_law_lsq, neg_log_pass_at_k, pass_at_k
+
+__all__ = [
+    "BootstrapResult",
+    "DistributionParams",
+    "FitResult",
+    "PassAtKCurve",
+    "SampleBudget",
+    "aggregate_pass_at_k",
+    "beta_binomial_logpmf",
+    "bootstrap_fit",
+    "discretized_log_likelihood",
+    "exponent_standard_error",
+    "fit_distribution",
+    "fit_power_law_lsq",
+    "kumaraswamy_binomial_logpmf",
+    "neg_log_pass_at_k",
+    "pass_at_k",
+    "predicted_passk_curve",
+    "samples_for_exponent_tolerance",
+    "scaled_beta_binomial_logpmf",
+    "scaled_kumaraswamy_binomial_logpmf",
+]
