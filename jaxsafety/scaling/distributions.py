@@ -637,17 +637,36 @@ def predicted_passk_curve(
     ks_a = _concrete(ks)
     if ks_a is not None and not (np.all(ks_a >= 1) and np.all(ks_a == np.round(ks_a))):
         raise ConfigError("ks", ks_a.tolist(), "integers >= 1")
-    return _predicted_curve(_shape_from_params(params), _float(ks), family, num_nodes)
+    scale = _concrete(params.scale)
+    # The unscaled Beta has the closed form B(alpha, beta + k) / B(alpha, beta): no quadrature to compile.
+    closed = family == "beta" and scale is not None and bool(np.all(scale == 1.0))
+    ks = _float(ks)
+    if ks.ndim == 1 and ks_a is not None:
+        # padded to a power-of-two length, so that budgets of similar length share one compilation
+        size = max(16, 1 << (len(ks_a) - 1).bit_length())
+        padded = jnp.concatenate([ks, jnp.ones(size - len(ks_a), ks.dtype)])
+        curve = _predicted_curve(_shape_from_params(params), padded, family, num_nodes, closed)
+        return curve._replace(
+            pass_at_k=curve.pass_at_k[..., : len(ks_a)],
+            neg_log_pass_at_k=curve.neg_log_pass_at_k[..., : len(ks_a)],
+        )
+    return _predicted_curve(_shape_from_params(params), ks, family, num_nodes, closed)
 
 
-def _predicted_curve(shape: _Shape, ks: jax.Array, family: str, num_nodes: int) -> PassAtKCurve:
+@functools.partial(jax.jit, static_argnames=("family", "num_nodes", "closed_form"))
+def _predicted_curve(
+    shape: _Shape, ks: jax.Array, family: str, num_nodes: int, closed_form: bool
+) -> PassAtKCurve:
     # Parameters [...] against budgets [K] -> [..., K], everything broadcast to that shape.
     pshape = jnp.broadcast_shapes(*(jnp.shape(x) for x in shape))
     shape = _Shape(*(jnp.broadcast_to(x, pshape) for x in shape))
     batch = (*pshape, *ks.shape)
     b_shape = _Shape(*(jnp.broadcast_to(x[..., None], batch) for x in shape))
     ks_b = jnp.broadcast_to(ks, batch)
-    log_fail = _log_mixture_pmf(ks_b, jnp.zeros_like(ks_b), b_shape, family, num_nodes)
+    if closed_form:
+        log_fail = _beta_binomial_logpmf(ks_b, jnp.zeros_like(ks_b), b_shape.alpha, b_shape.beta)
+    else:
+        log_fail = _log_mixture_pmf(ks_b, jnp.zeros_like(ks_b), b_shape, family, num_nodes)
     log_fail = jnp.minimum(log_fail, 0.0)
     pass_k = -jnp.expm1(log_fail)
     neg_log = -_log1m_exp_neg(-log_fail, jnp.log(jnp.clip(-log_fail, 1e-38, None)))

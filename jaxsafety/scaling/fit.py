@@ -359,11 +359,13 @@ def fit_distribution(
 class BootstrapResult(NamedTuple):
     """``fits``: a :class:`FitResult` per resample (leading axis ``[R]``); ``exponent_se``: standard deviation of
     the fitted ``alpha`` over resamples; ``exponent_ci``: its 2.5 and 97.5 percentiles ``[2]`` (percentile
-    interval; only converged fits are used for both)."""
+    interval; only converged fits are used for both); ``point``: the fit to the original data (the same result
+    as :func:`fit_distribution`, computed in the same vmapped program, so a fit with intervals compiles once)."""
 
     fits: FitResult
     exponent_se: jax.Array
     exponent_ci: jax.Array
+    point: FitResult
 
 
 def bootstrap_fit(
@@ -431,10 +433,11 @@ def _bootstrap_core(
 ) -> BootstrapResult:
     num_problems = inverse.shape[0]
 
-    def one(k: jax.Array) -> FitResult:
+    def multiplicities(idx: jax.Array) -> jax.Array:
         # A resample of the problems, as multiplicities of the distinct (n, c) pairs.
-        idx = jax.random.randint(k, (num_problems,), 0, num_problems)
-        weights = jnp.zeros(n.shape, n.dtype).at[inverse[idx]].add(1.0)
+        return jnp.zeros(n.shape, n.dtype).at[inverse[idx]].add(1.0)
+
+    def one(weights: jax.Array) -> FitResult:
         return _fit_core(
             n,
             c,
@@ -448,12 +451,19 @@ def _bootstrap_core(
             max_attempts=max_attempts,
         )
 
-    fits = jax.vmap(one)(jax.random.split(key, num_resamples))
+    keys = jax.random.split(key, num_resamples)
+    idx = jax.vmap(lambda k: jax.random.randint(k, (num_problems,), 0, num_problems))(keys)
+    # Row 0 is the original data (every problem once): the point fit comes out of the same compiled program.
+    idx = jnp.concatenate([jnp.arange(num_problems)[None], idx], axis=0)
+    all_fits = jax.vmap(one)(jax.vmap(multiplicities)(idx))
+    point = jax.tree.map(lambda x: x[0], all_fits)
+    fits = jax.tree.map(lambda x: x[1:], all_fits)
     alphas = jnp.where(fits.converged, fits.params.alpha, jnp.nan)
     return BootstrapResult(
         fits=fits,
         exponent_se=jnp.nanstd(alphas, ddof=1),
         exponent_ci=jnp.nanpercentile(alphas, jnp.asarray([2.5, 97.5])),
+        point=point,
     )
 
 

@@ -28,7 +28,13 @@ import numpy as np
 from jaxsafety.config import ConfigError
 from jaxsafety.scaling._special import stirling_remainder
 
-__all__ = ["aggregate_pass_at_k", "fit_power_law_lsq", "neg_log_pass_at_k", "pass_at_k"]
+__all__ = [
+    "aggregate_pass_at_k",
+    "fit_power_law_lsq",
+    "neg_log_pass_at_k",
+    "neg_log_pass_at_k_unchecked",
+    "pass_at_k",
+]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -212,7 +218,13 @@ def neg_log_pass_at_k(n: jax.Array, c: jax.Array, ks: jax.Array) -> jax.Array:
     and ``-log pass@k -> 0`` (the large-k end of the power law).
     """
     _check_aggregate(n, c, ks)
-    mean_pass, mean_fail = _mean_pass_and_fail(_float(n), _float(c), _float(ks))
+    return neg_log_pass_at_k_unchecked(_float(n), _float(c), _float(ks))
+
+
+def neg_log_pass_at_k_unchecked(n: jax.Array, c: jax.Array, ks: jax.Array) -> jax.Array:
+    """:func:`neg_log_pass_at_k` without the input checks, for use inside ``jit``/``vmap`` (float inputs;
+    invalid entries give NaN)."""
+    mean_pass, mean_fail = _mean_pass_and_fail(n, c, ks)
     return jnp.where(mean_pass < 0.5, -jnp.log(mean_pass), -jnp.log1p(-mean_fail))
 
 

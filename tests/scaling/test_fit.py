@@ -67,6 +67,9 @@ def test_bootstrap_se_agrees_with_asymptotic_se_and_is_deterministic():
     assert 0.5 < float(boot.exponent_se) / float(fit.exponent_se) < 2.0
     lo, hi = (float(x) for x in boot.exponent_ci)
     assert lo < float(fit.params.alpha) < hi
+    # the point fit computed beside the resamples is the plain fit
+    np.testing.assert_allclose(float(boot.point.params.alpha), float(fit.params.alpha), rtol=1e-5)
+    np.testing.assert_allclose(float(boot.point.params.beta), float(fit.params.beta), rtol=1e-5)
     again = bootstrap_fit(key, attempts, c, "beta", scaled=False, num_resamples=24)
     np.testing.assert_array_equal(again.fits.params.alpha, boot.fits.params.alpha)
 

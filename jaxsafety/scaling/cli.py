@@ -1,0 +1,508 @@
+"""``python -m jaxsafety.scaling``: fit inference-compute (pass@k) and training scaling laws from CSV files.
+
+::
+
+    python -m jaxsafety.scaling fit-passk --input samples.csv --output fit.json [--estimators all] [--bootstrap 200]
+    python -m jaxsafety.scaling fit-chinchilla --input runs.csv --output fit.json [--bootstrap 200]
+    python -m jaxsafety.scaling fit-power-law --input curve.csv --output fit.json
+
+Each command checks its arguments and its whole CSV first (errors name the file, row and column, e.g.
+``samples.csv:row 7:successes='12' is invalid: accepted values are integers in [0, attempts=10]``, exit status 2),
+then fits, prints a table, writes the JSON atomically (parameters under the papers' names, with 95% bootstrap
+intervals) and a PNG plot beside it (``--plot PATH`` to move it, ``--plot none`` for none). Compiled fits are kept
+in JAX's persistent compilation cache (``$JAXSAFETY_CACHE/xla``), so a second run skips most compilation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from jaxsafety.config import ConfigError, check_range
+from jaxsafety.scaling.simulate import ESTIMATORS as PASSK_ESTIMATORS
+from jaxsafety.scaling.simulate import LEAST_SQUARES, lsq_budgets
+
+__all__ = ["PASSK_ESTIMATORS", "main"]
+
+DEFAULT_PASSK_ESTIMATORS = (LEAST_SQUARES, "beta_binomial", "scaled_beta_binomial")
+
+
+def _parse_estimators(text: str) -> list[str]:
+    names = [s.strip() for s in text.split(",") if s.strip()]
+    if names == ["all"]:
+        return [LEAST_SQUARES, *PASSK_ESTIMATORS]
+    accepted = [LEAST_SQUARES, *PASSK_ESTIMATORS]
+    for name in names:
+        if name not in accepted:
+            raise ConfigError("estimators", name, "'all' or a comma-separated list of " + ", ".join(accepted))
+    if not names:
+        raise ConfigError("estimators", text, "'all' or a comma-separated list of " + ", ".join(accepted))
+    return list(dict.fromkeys(names))
+
+
+def _plot_path(args: argparse.Namespace) -> Path | None:
+    if args.plot is None:
+        return Path(args.output).with_suffix(".png")
+    return None if args.plot.lower() == "none" else Path(args.plot)
+
+
+def _check_common(args: argparse.Namespace) -> None:
+    check_range("bootstrap", args.bootstrap, ge=0, integer=True)
+    if args.bootstrap == 1:
+        raise ConfigError("bootstrap", 1, "0 (no intervals) or an integer >= 2")
+    out = Path(args.output)
+    if out.suffix.lower() != ".json":
+        raise ConfigError("output", str(out), "a path ending in .json")
+    if out.is_dir():
+        raise ConfigError("output", str(out), "a file path (it is a directory)")
+
+
+def _ci(x: np.ndarray, ok: np.ndarray | None = None) -> list[float] | None:
+    x = np.asarray(x, dtype=np.float64)
+    if ok is not None:
+        x = x[np.asarray(ok, bool)]
+    x = x[np.isfinite(x)]
+    if x.size < 2:
+        return None
+    return [float(v) for v in np.percentile(x, [2.5, 97.5])]
+
+
+def _fmt(x: float | None) -> str:
+    if x is None or not np.isfinite(x):
+        return "-"
+    return f"{x:.4g}"
+
+
+def _fmt_ci(ci: list[float] | None) -> str:
+    return "-" if ci is None else f"[{ci[0]:.4g}, {ci[1]:.4g}]"
+
+
+def _print_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+    line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True))  # noqa: E731
+    print(line(header))
+    print(line(["-" * w for w in widths]))
+    for r in rows:
+        print(line(r))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# fit-passk
+
+
+def _lsq_fits(key: Any, n: np.ndarray, c: np.ndarray, ks: np.ndarray, num_resamples: int) -> dict[str, Any]:
+    """Least-squares power law of the aggregate ``-log pass@k``, with a bootstrap over problems."""
+    import jax
+    import jax.numpy as jnp
+
+    from jaxsafety.scaling.passk import fit_power_law_lsq, neg_log_pass_at_k, neg_log_pass_at_k_unchecked
+
+    y = np.asarray(neg_log_pass_at_k(n, c, ks))
+    a, b = (float(v) for v in fit_power_law_lsq(ks, y))
+    out: dict[str, Any] = {
+        "a": a,
+        "b": b,
+        "exponent": b,
+        "ks": ks.tolist(),
+        "num_budgets_fitted": int(np.sum(y > 0)),
+    }
+    if num_resamples:
+        nf, cf, kf = (jnp.asarray(v, jnp.float32) for v in (n, c, ks))
+
+        @jax.jit
+        def boot(keys: jax.Array) -> tuple[jax.Array, jax.Array]:
+            def one(k: jax.Array) -> tuple[jax.Array, jax.Array]:
+                idx = jax.random.randint(k, (n.shape[0],), 0, n.shape[0])
+                return fit_power_law_lsq(kf, neg_log_pass_at_k_unchecked(nf[idx], cf[idx], kf))
+
+            return jax.vmap(one)(keys)
+
+        aa, bb = boot(jax.random.split(key, num_resamples))
+        out["ci95"] = {"a": _ci(aa), "b": _ci(bb)}
+        out["exponent_ci95"] = out["ci95"]["b"]
+    return out
+
+
+def _distribution_fit(
+    key: Any, n: np.ndarray, c: np.ndarray, name: str, num_resamples: int, ks_curve: np.ndarray
+) -> dict[str, Any]:
+    from jaxsafety.scaling.distributions import predicted_passk_curve
+    from jaxsafety.scaling.fit import bootstrap_fit, fit_distribution
+
+    family, scaled, likelihood = PASSK_ESTIMATORS[name]
+    if num_resamples:
+        boot = bootstrap_fit(
+            key, n, c, family, scaled=scaled, likelihood=likelihood, num_resamples=num_resamples
+        )
+        fit = boot.point
+    else:
+        boot, fit = None, fit_distribution(n, c, family, scaled=scaled, likelihood=likelihood)
+    p = fit.params
+    curve = predicted_passk_curve(p, family, ks_curve)
+    out: dict[str, Any] = {
+        "family": family,
+        "scaled": scaled,
+        "likelihood": likelihood,
+        "alpha": float(p.alpha),
+        "beta": float(p.beta),
+        "c": float(p.scale),
+        "exponent": float(curve.exponent),
+        "prefactor": float(curve.prefactor),
+        "exponent_se_asymptotic": float(fit.exponent_se),
+        "log_likelihood": float(fit.log_likelihood),
+        "converged": bool(fit.converged),
+        "predicted_neg_log_pass_at_k": np.asarray(curve.neg_log_pass_at_k).tolist(),
+    }
+    if boot is not None:
+        ok = np.asarray(boot.fits.converged)
+        bp = boot.fits.params
+        out["ci95"] = {"alpha": _ci(bp.alpha, ok), "beta": _ci(bp.beta, ok)}
+        if scaled:
+            out["ci95"]["c"] = _ci(bp.scale, ok)
+        out["exponent_ci95"] = out["ci95"]["alpha"]
+        out["bootstrap_converged_fraction"] = float(ok.mean())
+    return out
+
+
+def _passk_plot(path: Path, result: dict[str, Any]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from scipy import stats
+
+    n, c = result["_data"]
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    ks = np.asarray(result["ks"])
+    y = np.asarray(result["neg_log_pass_at_k"])
+    pos = y > 0
+    ax.loglog(ks[pos], y[pos], "ko", ms=4, label="measured (unbiased estimator)")
+    ks_curve = np.asarray(result["ks_curve"])
+    for name, est in result["estimators"].items():
+        if name == LEAST_SQUARES:
+            ax.loglog(
+                ks_curve, est["a"] * ks_curve ** (-est["b"]), "--", label=f"least squares: b={est['b']:.3f}"
+            )
+        else:
+            ax.loglog(ks_curve, est["predicted_neg_log_pass_at_k"], label=f"{name}: alpha={est['alpha']:.3f}")
+    ax.axvline(ks.max(), color="0.7", lw=0.8)
+    ax.set_xlabel("attempts k")
+    ax.set_ylabel("-log pass@k")
+    ax.set_title("aggregate -log pass@k (right of the grey line: extrapolated)")
+    ax.legend(fontsize=7)
+
+    rates = c / n
+    ax2.hist(rates, bins=40, range=(0, 1), density=True, color="0.8", label="per-problem c/n")
+    grid = np.linspace(1e-4, 1 - 1e-4, 400)
+    for name, est in result["estimators"].items():
+        if name == LEAST_SQUARES:
+            continue
+        a, b, s = est["alpha"], est["beta"], est["c"]
+        x = grid / s
+        inside = x < 1
+        if est["family"] == "beta":
+            dens = np.where(inside, stats.beta.pdf(np.minimum(x, 1 - 1e-12), a, b) / s, 0.0)
+        else:
+            xc = np.minimum(x, 1 - 1e-12)
+            dens = np.where(inside, a * b * xc ** (a - 1) * (1 - xc**a) ** (b - 1) / s, 0.0)
+        ax2.plot(grid, dens, lw=1, label=name)
+    ax2.set_yscale("log")
+    ax2.set_ylim(1e-2, None)
+    ax2.set_xlabel("single-attempt success probability p")
+    ax2.set_ylabel("density")
+    ax2.set_title("distribution of p: data and fits")
+    ax2.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def fit_passk(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``fit-passk`` command; returns the JSON payload."""
+    _check_common(args)
+    estimators = _parse_estimators(args.estimators)
+    from jaxsafety.scaling.io import read_passk_csv
+
+    data = read_passk_csv(args.input)
+
+    import jax
+
+    from jaxsafety.scaling.passk import neg_log_pass_at_k
+    from jaxsafety.xla_flags import enable_compilation_cache
+
+    enable_compilation_cache()
+    n, c = data.attempts, data.successes
+    max_k = int(n.min())
+    ks = np.arange(1, max_k + 1) if max_k <= 256 else lsq_budgets(max_k, 256)
+    ks_lsq = lsq_budgets(max_k)
+    ks_curve = np.unique(np.round(np.geomspace(1, 100 * max_k, 64)).astype(np.int64))
+    key = jax.random.key(args.seed)
+    result: dict[str, Any] = {
+        "command": "fit-passk",
+        "input": str(args.input),
+        "num_problems": len(data.problem_ids),
+        "attempts": {"min": int(n.min()), "max": int(n.max()), "total": int(n.sum())},
+        "successes_total": int(c.sum()),
+        "problems_never_solved": int(np.sum(c == 0)),
+        "ks": ks.tolist(),
+        "neg_log_pass_at_k": np.asarray(neg_log_pass_at_k(n, c, ks)).tolist(),
+        "ks_curve": ks_curve.tolist(),
+        "bootstrap": {"num_resamples": args.bootstrap, "seed": args.seed, "interval": "percentile, 95%"},
+        "estimators": {},
+    }
+    for i, name in enumerate(estimators):
+        sub = jax.random.fold_in(key, i)
+        print(f"fitting {name} ...", file=sys.stderr, flush=True)
+        if name == LEAST_SQUARES:
+            result["estimators"][name] = _lsq_fits(sub, n, c, ks_lsq, args.bootstrap)
+        else:
+            result["estimators"][name] = _distribution_fit(sub, n, c, name, args.bootstrap, ks_curve)
+
+    rows = []
+    for name, est in result["estimators"].items():
+        if name == LEAST_SQUARES:
+            params = f"a={_fmt(est['a'])}"
+            conv, ll = "-", "-"
+        else:
+            params = f"alpha={_fmt(est['alpha'])} beta={_fmt(est['beta'])}" + (
+                f" c={_fmt(est['c'])}" if est["scaled"] else ""
+            )
+            conv, ll = ("yes" if est["converged"] else "NO"), f"{est['log_likelihood']:.2f}"
+        rows.append([name, _fmt(est["exponent"]), _fmt_ci(est.get("exponent_ci95")), params, ll, conv])
+    print(
+        f"{result['num_problems']} problems, attempts per problem {n.min()}-{n.max()}, "
+        f"{result['problems_never_solved']} never solved; power law -log pass@k ~ a k^-exponent"
+    )
+    _print_table(["estimator", "exponent", "95% CI", "parameters", "log-lik", "converged"], rows)
+    result["_data"] = (n, c)
+    return result
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# fit-chinchilla / fit-power-law
+
+
+def fit_chinchilla_cmd(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``fit-chinchilla`` command; returns the JSON payload."""
+    _check_common(args)
+    from jaxsafety.scaling.io import read_runs_csv
+
+    data = read_runs_csv(args.input)
+
+    import jax
+
+    from jaxsafety.scaling.chinchilla import bootstrap_chinchilla, compute_optimal, fit_chinchilla
+    from jaxsafety.xla_flags import enable_compilation_cache
+
+    enable_compilation_cache()
+    fit = fit_chinchilla(data.params, data.tokens, data.loss)
+    p = fit.params
+    names = ("E", "A", "B", "alpha", "beta")
+    result: dict[str, Any] = {
+        "command": "fit-chinchilla",
+        "input": str(args.input),
+        "num_runs": len(data.loss),
+        "form": "L(N, D) = E + A / N^alpha + B / D^beta, fitted as log L = LSE(a - alpha log N, b - beta log D, e) "
+        "with a Huber loss (delta 1e-3) summed over runs, L-BFGS from a grid (Besiroglu et al. 2024)",
+        **{k: float(getattr(p, k)) for k in names},
+        "objective": float(fit.objective),
+        "converged": bool(fit.converged),
+        "bootstrap": {"num_resamples": args.bootstrap, "seed": args.seed, "interval": "percentile, 95%"},
+    }
+    alpha, beta = result["alpha"], result["beta"]
+    # N_opt ~ C^a, D_opt ~ C^b with C = 6 N D
+    result["compute_optimal"] = {"a": beta / (alpha + beta), "b": alpha / (alpha + beta)}
+    if args.bootstrap:
+        boot = bootstrap_chinchilla(
+            jax.random.key(args.seed), data.params, data.tokens, data.loss, num_resamples=args.bootstrap
+        )
+        bp = boot.fits.params
+        ok = np.asarray(boot.fits.converged)
+        result["ci95"] = {k: _ci(getattr(bp, k), ok) for k in names}
+        ba, bb = np.asarray(bp.alpha), np.asarray(bp.beta)
+        result["compute_optimal"]["ci95"] = {"a": _ci(bb / (ba + bb), ok), "b": _ci(ba / (ba + bb), ok)}
+        result["bootstrap_converged_fraction"] = float(ok.mean())
+    c_data = 6.0 * data.params * data.tokens
+    cs = np.geomspace(c_data.min(), c_data.max() * 1e3, 13)
+    n_opt, d_opt, l_opt = (np.asarray(v) for v in compute_optimal(p, cs))
+    result["compute_optimal"]["frontier"] = [
+        {"C": float(cc), "N_opt": float(nn), "D_opt": float(dd), "loss": float(ll)}
+        for cc, nn, dd, ll in zip(cs, n_opt, d_opt, l_opt, strict=True)
+    ]
+    ci = result.get("ci95", {})
+    _print_table(
+        ["parameter", "estimate", "95% CI"], [[k, _fmt(result[k]), _fmt_ci(ci.get(k))] for k in names]
+    )
+    co = result["compute_optimal"]
+    print(f"compute-optimal: N_opt ~ C^{co['a']:.3f}, D_opt ~ C^{co['b']:.3f} (C = 6 N D)")
+    _print_table(
+        ["C (FLOP)", "N_opt", "D_opt", "tokens/param", "loss"],
+        [
+            [
+                f"{r['C']:.3g}",
+                f"{r['N_opt']:.3g}",
+                f"{r['D_opt']:.3g}",
+                f"{r['D_opt'] / r['N_opt']:.1f}",
+                f"{r['loss']:.4f}",
+            ]
+            for r in co["frontier"][::3]
+        ],
+    )
+    result["_data"] = data
+    return result
+
+
+def _chinchilla_plot(path: Path, result: dict[str, Any]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    data = result["_data"]
+    e, a, b, al, be = (result[k] for k in ("E", "A", "B", "alpha", "beta"))
+    pred = e + a / data.params**al + b / data.tokens**be
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    sc = ax.scatter(data.loss, pred, c=np.log10(data.tokens / data.params), s=12, cmap="viridis")
+    lim = [min(data.loss.min(), pred.min()), max(data.loss.max(), pred.max())]
+    ax.plot(lim, lim, "k--", lw=0.8)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("measured loss")
+    ax.set_ylabel("fitted loss")
+    ax.set_title(f"E={e:.3g} A={a:.3g} B={b:.3g} alpha={al:.3f} beta={be:.3f}", fontsize=9)
+    fig.colorbar(sc, ax=ax, label="log10 tokens/param")
+    fr = result["compute_optimal"]["frontier"]
+    cs = np.asarray([r["C"] for r in fr])
+    ax2.loglog(cs, [r["N_opt"] for r in fr], label="N_opt (params)")
+    ax2.loglog(cs, [r["D_opt"] for r in fr], label="D_opt (tokens)")
+    ax2.scatter(6 * data.params * data.tokens, data.params, s=6, c="C0", alpha=0.4, label="runs (N)")
+    ax2.set_xlabel("compute C = 6 N D (FLOP)")
+    ax2.set_title("compute-optimal frontier")
+    ax2.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def fit_power_law_cmd(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``fit-power-law`` command (``L(C) = a C^-b + c``); returns the JSON payload."""
+    _check_common(args)
+    from jaxsafety.scaling.io import read_curve_csv
+
+    compute, loss = read_curve_csv(args.input)
+    from jaxsafety.scaling.chinchilla import fit_power_law_offset
+    from jaxsafety.xla_flags import enable_compilation_cache
+
+    enable_compilation_cache()
+    params, objective = fit_power_law_offset(compute, loss)
+    result: dict[str, Any] = {
+        "command": "fit-power-law",
+        "input": str(args.input),
+        "num_points": len(loss),
+        "form": "L(C) = a C^-b + c, fitted as log L = LSE(log a - b log C, log c), Huber (delta 1e-3) summed",
+        "a": float(params.a),
+        "b": float(params.b),
+        "c": float(params.c),
+        "objective": float(objective),
+    }
+    if args.bootstrap:
+        rng = np.random.default_rng(args.seed)
+        draws = []
+        for _ in range(args.bootstrap):
+            idx = rng.integers(0, len(loss), len(loss))
+            if len(np.unique(compute[idx])) < 3:
+                continue
+            bp, _ = fit_power_law_offset(compute[idx], loss[idx])
+            draws.append([float(bp.a), float(bp.b), float(bp.c)])
+        arr = np.asarray(draws)
+        result["ci95"] = {k: _ci(arr[:, i]) for i, k in enumerate("abc")}
+    ci = result.get("ci95", {})
+    _print_table(
+        ["parameter", "estimate", "95% CI"], [[k, _fmt(result[k]), _fmt_ci(ci.get(k))] for k in "abc"]
+    )
+    result["_data"] = (compute, loss)
+    return result
+
+
+def _power_law_plot(path: Path, result: dict[str, Any]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    compute, loss = result["_data"]
+    grid = np.geomspace(compute.min(), compute.max() * 100, 200)
+    fig, ax = plt.subplots(figsize=(5.5, 4.2))
+    ax.loglog(compute, loss, "ko", ms=4, label="data")
+    ax.loglog(grid, result["a"] * grid ** (-result["b"]) + result["c"], label="a C^-b + c")
+    ax.axhline(result["c"], color="0.6", ls="--", lw=0.8, label=f"c = {result['c']:.4g}")
+    ax.set_xlabel("compute C")
+    ax.set_ylabel("loss")
+    ax.set_title(f"a={result['a']:.3g} b={result['b']:.3f} c={result['c']:.4g}", fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m jaxsafety.scaling", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def common(p: argparse.ArgumentParser, what: str) -> None:
+        p.add_argument("--input", required=True, help=what)
+        p.add_argument("--output", required=True, help="JSON file to write (atomically)")
+        p.add_argument(
+            "--plot", default=None, help="PNG path (default: the output with .png); 'none' for no plot"
+        )
+        p.add_argument(
+            "--bootstrap", type=int, default=200, help="bootstrap resamples for 95%% intervals (0: none)"
+        )
+        p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resamples")
+
+    p = sub.add_parser("fit-passk", help="power law of -log pass@k from per-problem sample counts")
+    common(p, "CSV with columns problem_id,attempts,successes (or problem_id,success: one row per attempt)")
+    p.add_argument(
+        "--estimators",
+        default=",".join(DEFAULT_PASSK_ESTIMATORS),
+        help="'all' or a comma-separated subset of: " + ", ".join([LEAST_SQUARES, *PASSK_ESTIMATORS]),
+    )
+    p.set_defaults(run=fit_passk, plot_fn=_passk_plot)
+    p = sub.add_parser("fit-chinchilla", help="Chinchilla approach 3: L(N, D) = E + A/N^alpha + B/D^beta")
+    common(p, "CSV with columns params,tokens,loss")
+    p.set_defaults(run=fit_chinchilla_cmd, plot_fn=_chinchilla_plot)
+    p = sub.add_parser("fit-power-law", help="power law with offset: L(C) = a C^-b + c")
+    common(p, "CSV with columns compute,loss")
+    p.set_defaults(run=fit_power_law_cmd, plot_fn=_power_law_plot)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit status (0 ok, 2 bad input)."""
+    from jaxsafety.train.experiment import write_json_atomic
+
+    args = _parser().parse_args(argv)
+    try:
+        result = args.run(args)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    plot = _plot_path(args)
+    if plot is not None:
+        args.plot_fn(plot, result)
+        result["plot"] = str(plot)
+    payload = {k: v for k, v in result.items() if not k.startswith("_")}
+    write_json_atomic(args.output, payload)
+    print(f"wrote {args.output}" + (f" and {plot}" if plot is not None else ""))
+    return 0

@@ -1,0 +1,149 @@
+"""`python -m jaxsafety.scaling`: CSV validation (errors name file, row and column, before anything is written) and
+the fit-passk command end to end, against direct library calls and an independent scipy fit."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import optimize, stats
+
+from jaxsafety.config import ConfigError
+from jaxsafety.scaling.cli import main
+from jaxsafety.scaling.io import read_passk_csv, read_runs_csv
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize(
+    "text, field, accepted",
+    [
+        ("problem_id,attempts,successes\na,10,3\nb,-1,0\nc,5,1\n", "row 3:attempts", "integers >= 1"),
+        ("problem_id,attempts,successes\na,10,3\nb,10,12\nc,5,1\n", "row 3:successes", "[0, attempts=10]"),
+        ("problem_id,attempts,successes\na,10,-2\nb,10,1\nc,5,1\n", "row 2:successes", "[0, attempts=10]"),
+        ("problem_id,attempts,successes\na,10,2.5\nb,10,1\nc,5,1\n", "row 2:successes", "integers"),
+        ("problem_id,attempts,successes\na,ten,2\nb,10,1\nc,5,1\n", "row 2:attempts", "integers"),
+        ("problem_id,attempts,successes\na,nan,2\nb,10,1\nc,5,1\n", "row 2:attempts", "integers"),
+        ("problem_id,attempts,successes\na,10,2\n,10,1\nc,5,1\n", "row 3:problem_id", "non-empty"),
+        ("problem_id,attempts,successes\na,10,2\nb,10\nc,5,1\n", "row 3", "3 comma-separated values"),
+        ("problem_id,success\na,1\na,maybe\nb,0\nc,1\n", "row 3:success", "0/1, true/false"),
+        ("id,n,k\na,10,2\n", "columns", "problem_id, attempts, successes"),
+        ("problem_id,attempts,successes\na,10,2\nb,10,1\n", "problem_id", ">= 3 distinct problems"),
+        ("problem_id,attempts,successes\n", "input", "at least one data row"),
+        ("", "input", "header row"),
+    ],
+)
+def test_malformed_passk_csv_raises_naming_row_and_column(tmp_path, text, field, accepted):
+    path = _write(tmp_path / "samples.csv", text)
+    with pytest.raises(ConfigError) as err:
+        read_passk_csv(path)
+    assert field in err.value.field and accepted in err.value.accepted, str(err.value)
+
+
+@pytest.mark.parametrize(
+    "text, field",
+    [
+        ("params,tokens,loss\n" + "1e6,1e8,3.0\n" * 5 + "1e7,1e9,-1\n", "row 7:loss"),
+        ("params,tokens,loss\n" + "1e6,1e8,3.0\n" * 5 + "1e7,nan,2\n", "row 7:tokens"),
+        ("params,tokens,loss\n" + "1e6,1e8,3.0\n" * 5 + "0,1e9,2\n", "row 7:params"),
+        ("params,tokens,loss\n" + "1e6,1e8,3.0\n" * 3, "rows"),
+        ("N,D,L\n1,2,3\n", "columns"),
+    ],
+)
+def test_malformed_runs_csv_raises(tmp_path, text, field):
+    with pytest.raises(ConfigError) as err:
+        read_runs_csv(_write(tmp_path / "runs.csv", text))
+    assert field in err.value.field, str(err.value)
+
+
+def test_per_attempt_and_count_layouts_agree_and_repeats_are_summed(tmp_path):
+    rng = np.random.default_rng(0)
+    rows, counts = [], {}
+    for pid in ("p0", "p1", "p2", "p3"):
+        outcomes = rng.random(7) < 0.4
+        rows += [f"{pid},{'true' if o else 'false'}" for o in outcomes]
+        counts[pid] = (7, int(outcomes.sum()))
+    per_attempt = read_passk_csv(_write(tmp_path / "a.csv", "problem_id,success\n" + "\n".join(rows) + "\n"))
+    # the same counts split over two rows per problem (two sampling runs)
+    split = "".join(f"{p},3,{min(c, 3)}\n{p},4,{c - min(c, 3)}\n" for p, (_, c) in counts.items())
+    summed = read_passk_csv(_write(tmp_path / "b.csv", "problem_id,attempts,successes\n" + split))
+    for data in (per_attempt, summed):
+        assert data.problem_ids == list(counts)
+        np.testing.assert_array_equal(data.attempts, [7] * 4)
+        np.testing.assert_array_equal(data.successes, [c for _, c in counts.values()])
+
+
+def test_cli_bad_input_exits_2_and_writes_nothing(tmp_path, capsys):
+    bad = _write(tmp_path / "s.csv", "problem_id,attempts,successes\na,10,3\nb,10,11\nc,10,0\n")
+    out = tmp_path / "fit.json"
+    assert main(["fit-passk", "--input", str(bad), "--output", str(out)]) == 2
+    assert "s.csv:row 3:successes='11' is invalid" in capsys.readouterr().err
+    assert not out.exists() and not out.with_suffix(".png").exists()
+    good = _write(tmp_path / "g.csv", "problem_id,attempts,successes\na,10,3\nb,10,1\nc,10,0\n")
+    for extra, msg in (
+        (["--estimators", "beta,least_squares"], "estimators='beta'"),
+        (["--bootstrap", "1"], "bootstrap=1"),
+        (["--bootstrap", "-3"], "bootstrap=-3"),
+    ):
+        assert main(["fit-passk", "--input", str(good), "--output", str(out), *extra]) == 2
+        assert msg in capsys.readouterr().err
+    assert main(["fit-passk", "--input", str(good), "--output", str(tmp_path / "fit.txt")]) == 2
+    assert main(["fit-passk", "--input", str(tmp_path / "missing.csv"), "--output", str(out)]) == 2
+    assert not out.exists()
+
+
+def test_fit_passk_end_to_end_matches_scipy_and_the_library(tmp_path, capsys):
+    rng = np.random.default_rng(3)
+    num, n = 300, 50
+    p = rng.beta(0.4, 3.0, num)
+    c = rng.binomial(n, p)
+    path = _write(
+        tmp_path / "samples.csv",
+        "problem_id,attempts,successes\n" + "".join(f"q{i},{n},{ci}\n" for i, ci in enumerate(c)),
+    )
+    out = tmp_path / "fit.json"
+    argv = [
+        "fit-passk",
+        "--input",
+        str(path),
+        "--output",
+        str(out),
+        "--estimators",
+        "least_squares,beta_binomial",
+    ]
+    assert main([*argv, "--bootstrap", "64"]) == 0
+    printed = capsys.readouterr().out
+    assert "beta_binomial" in printed and "least_squares" in printed and "95% CI" in printed
+    res = json.loads(out.read_text())
+    assert res["num_problems"] == num and res["attempts"] == {"min": n, "max": n, "total": n * num}
+    assert Path(res["plot"]).stat().st_size > 10_000
+
+    # beta-binomial MLE by scipy (float64, Nelder-Mead on log parameters): an independent fit
+    def nll(theta: np.ndarray) -> float:
+        return -stats.betabinom.logpmf(c, n, *np.exp(theta)).sum()
+
+    ref = np.exp(optimize.minimize(nll, np.log([0.5, 2.0]), method="Nelder-Mead", options={"xatol": 1e-8}).x)
+    est = res["estimators"]["beta_binomial"]
+    assert est["alpha"] == pytest.approx(ref[0], rel=2e-3) and est["beta"] == pytest.approx(ref[1], rel=2e-3)
+    assert est["exponent"] == est["alpha"] and est["converged"]
+    assert est["log_likelihood"] == pytest.approx(-nll(np.log(ref)), abs=1e-2)
+    lo, hi = est["exponent_ci95"]
+    assert lo < est["alpha"] < hi and lo > 0 and est["bootstrap_converged_fraction"] == 1.0
+    assert set(est["ci95"]) == {"alpha", "beta"}
+
+    # least squares: the log-log regression of the aggregate -log pass@k, by numpy from the exact estimator
+    lsq = res["estimators"]["least_squares"]
+    ks = np.asarray(lsq["ks"], dtype=np.float64)
+    from scipy.special import comb
+
+    y = -np.log(np.mean(1.0 - comb(n - c[None, :], ks[:, None]) / comb(n, ks[:, None]), axis=1))
+    slope, intercept = np.polyfit(np.log(ks), np.log(y), 1)
+    assert lsq["b"] == pytest.approx(-slope, rel=1e-4) and lsq["a"] == pytest.approx(
+        np.exp(intercept), rel=1e-3
+    )
+    assert lsq["ci95"]["b"][0] < lsq["b"] < lsq["ci95"]["b"][1]
