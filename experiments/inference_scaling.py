@@ -39,9 +39,10 @@ import matplotlib.pyplot as plt
 from jaxsafety.config import check, check_choice, check_range, config_to_dict, parse_cli
 from jaxsafety.scaling import DistributionParams, fit_distribution, predicted_passk_curve
 from jaxsafety.scaling.passk import fit_power_law_lsq, neg_log_pass_at_k
+from jaxsafety.scaling.sampling import ArithmeticLMConfig
 from jaxsafety.scaling.simulate import ESTIMATORS, LEAST_SQUARES, exponent_estimates, lsq_budgets
 from jaxsafety.train.experiment import Run, start_run, write_json_atomic
-from jaxsafety.xla_flags import enable_compilation_cache
+from jaxsafety.xla_flags import enable_compilation_cache, prefer_fast_compile
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,9 +64,7 @@ class InferenceScalingConfig:
     demo_attempts: int = 10_000  # attempts per problem of the simulated population in the power-law figure
     # (b) the LM case
     lm: bool = True
-    lm_preset: str = (
-        "default"  # "smoke" or "default": sizes of the arithmetic LM (jaxsafety.scaling.sampling)
-    )
+    lm_model: ArithmeticLMConfig = ArithmeticLMConfig()  # the arithmetic LM and its training
     lm_num_problems: int = 200
     lm_attempts: int = 100  # attempts per problem the estimators are fitted on
     lm_holdout_attempts: int = 1000  # further attempts per problem: pass@k measured beyond the fitting budget
@@ -90,7 +89,6 @@ class InferenceScalingConfig:
         for name in self.estimators:
             check_choice("estimators", name, (LEAST_SQUARES, *ESTIMATORS))
         check_range("demo_attempts", self.demo_attempts, ge=10, integer=True)
-        check_choice("lm_preset", self.lm_preset, ("smoke", "default"))
         check_range("lm_num_problems", self.lm_num_problems, ge=3, integer=True)
         check_range("lm_attempts", self.lm_attempts, ge=2, integer=True)
         check_range("lm_holdout_attempts", self.lm_holdout_attempts, ge=0, integer=True)
@@ -106,7 +104,7 @@ SMOKE = dict(
     num_seeds=16,
     estimators=(LEAST_SQUARES, "beta_binomial"),
     demo_attempts=1000,
-    lm_preset="smoke",
+    lm_model=ArithmeticLMConfig(d_model=32, batch_size=64, steps=200, max_operand=12),
     lm_num_problems=64,
     lm_attempts=32,
     lm_holdout_attempts=128,
@@ -238,21 +236,25 @@ def lm_study(run: Run, cfg: InferenceScalingConfig) -> dict[str, Any]:
     from jaxsafety.scaling import sampling
 
     t0 = time.perf_counter()
-    lm = sampling.train_arithmetic_lm(sampling.ARITHMETIC_LM_PRESETS[cfg.lm_preset], seed=cfg.seed)
+    lm = sampling.train_arithmetic_lm(cfg.lm_model, seed=cfg.seed)
     train_s = time.perf_counter() - t0
     problems = sampling.arithmetic_problems(
-        cfg.lm_num_problems,
-        seed=cfg.seed + 7,
-        max_operand=sampling.ARITHMETIC_LM_PRESETS[cfg.lm_preset].max_operand,
+        cfg.lm_num_problems, seed=cfg.seed + 7, max_operand=cfg.lm_model.max_operand, ops=cfg.lm_model.ops
     )
     total = cfg.lm_attempts + cfg.lm_holdout_attempts
     t0 = time.perf_counter()
-    successes = sampling.sample_successes(
-        lm, problems, num_attempts=total, key=jax.random.key(cfg.seed + 3), temperature=cfg.lm_temperature
+    successes = sampling.sample_attempts(
+        lm.model,
+        lm.tokenizer,
+        problems,
+        num_attempts=total,
+        key=jax.random.key(cfg.seed + 3),
+        temperature=cfg.lm_temperature,
     )  # [P, total] bool
     sample_s = time.perf_counter() - t0
     p_true = np.asarray(
-        sampling.exact_success_probability(lm, problems, temperature=cfg.lm_temperature), np.float64
+        sampling.exact_success_probability(lm.model, lm.tokenizer, problems, temperature=cfg.lm_temperature),
+        np.float64,
     )
     fit_part = successes[:, : cfg.lm_attempts]
     n = np.full(cfg.lm_num_problems, cfg.lm_attempts)
@@ -376,5 +378,8 @@ def main(cfg: InferenceScalingConfig) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main(parse_args(sys.argv[1:]))
+    config = parse_args(sys.argv[1:])
+    if "--smoke" in sys.argv[1:]:
+        prefer_fast_compile()  # smoke sizes are compile-bound (the backend has not started yet)
+    main(config)
     sys.exit(0)
