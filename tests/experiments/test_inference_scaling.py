@@ -29,7 +29,7 @@ def test_smoke_run_writes_results_plots_and_logs(tmp_path):
         table["estimators"]["beta_binomial"]["median_relative_error"][1]
         < table["estimators"]["beta_binomial"]["median_relative_error"][0]
     )
-    assert res["population"]["exponent"] == res["true_exponent"] == 0.3
+    assert res["true_exponent"] == 0.3 and abs(res["population"]["exponent"] - 0.3) < 1e-6
     lm = res["lm"]
     assert lm["attempts_total"] == 32 + 128 and lm["fits"]["beta_binomial"]["converged"]
     # the measured curve (all attempts) follows the exact one from teacher-forced probabilities at small k
