@@ -11,8 +11,26 @@ of the aggregate curve.
 - :mod:`~jaxsafety.scaling.distributions`: Beta / Kumaraswamy (scaled or not) likelihoods of per-problem counts
   (binomial mixture and discretised) and the predicted ``pass@k`` curve.
 - :mod:`~jaxsafety.scaling.fit`: MLE, bootstrap, and the attempts-per-problem budget for a target precision.
+- :mod:`~jaxsafety.scaling.simulate`: synthetic populations and the exponent-error-versus-budget study.
+- :mod:`~jaxsafety.scaling.chinchilla`: training scaling laws, Chinchilla approach 3 as replicated by Besiroglu et
+  al. 2024 (LSE form, summed Huber loss, L-BFGS from a grid, all starts vmapped), the compute-optimal frontier and
+  the power law with offset ``L(C) = a C^-b + c``.
+- :mod:`~jaxsafety.scaling.sampling`: a small zoo LM trained on arithmetic and sampled (imports the model zoo, so
+  it is not imported here).
+- :mod:`~jaxsafety.scaling.cli`: ``python -m jaxsafety.scaling fit-passk | fit-chinchilla | fit-power-law``.
 """
 
+from jaxsafety.scaling.chinchilla import (
+    ChinchillaBootstrap,
+    ChinchillaFit,
+    ChinchillaParams,
+    PowerLawOffset,
+    bootstrap_chinchilla,
+    compute_optimal,
+    fit_chinchilla,
+    fit_power_law_offset,
+    predict_loss,
+)
 from jaxsafety.scaling.distributions import (
     DistributionParams,
     PassAtKCurve,
@@ -33,25 +51,37 @@ from jaxsafety.scaling.fit import (
     samples_for_exponent_tolerance,
 )
 from jaxsafety.scaling.passk import aggregate_pass_at_k, fit_power_law_lsq, neg_log_pass_at_k, pass_at_k
+from jaxsafety.scaling.simulate import exponent_estimates, simulate_counts
 
 __all__ = [
     "BootstrapResult",
+    "ChinchillaBootstrap",
+    "ChinchillaFit",
+    "ChinchillaParams",
     "DistributionParams",
     "FitResult",
     "PassAtKCurve",
+    "PowerLawOffset",
     "SampleBudget",
     "aggregate_pass_at_k",
     "beta_binomial_logpmf",
+    "bootstrap_chinchilla",
     "bootstrap_fit",
+    "compute_optimal",
     "discretized_log_likelihood",
+    "exponent_estimates",
     "exponent_standard_error",
+    "fit_chinchilla",
     "fit_distribution",
     "fit_power_law_lsq",
+    "fit_power_law_offset",
     "kumaraswamy_binomial_logpmf",
     "neg_log_pass_at_k",
     "pass_at_k",
+    "predict_loss",
     "predicted_passk_curve",
     "samples_for_exponent_tolerance",
     "scaled_beta_binomial_logpmf",
     "scaled_kumaraswamy_binomial_logpmf",
+    "simulate_counts",
 ]

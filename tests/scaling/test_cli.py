@@ -147,3 +147,40 @@ def test_fit_passk_end_to_end_matches_scipy_and_the_library(tmp_path, capsys):
         np.exp(intercept), rel=1e-3
     )
     assert lsq["ci95"]["b"][0] < lsq["b"] < lsq["ci95"]["b"][1]
+
+
+def test_fit_chinchilla_and_power_law_commands_recover_planted_laws(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    N = np.exp(rng.uniform(np.log(1e7), np.log(1e10), 80))
+    D = np.exp(rng.uniform(np.log(1e9), np.log(1e12), 80))
+    truth = {"E": 1.82, "A": 482.01, "B": 2085.43, "alpha": 0.3478, "beta": 0.3658}
+    loss = truth["E"] + truth["A"] / N ** truth["alpha"] + truth["B"] / D ** truth["beta"]
+    runs = _write(
+        tmp_path / "runs.csv",
+        "params,tokens,loss\n" + "".join(f"{a:.17g},{b:.17g},{c:.17g}\n" for a, b, c in zip(N, D, loss)),
+    )
+    out = tmp_path / "chin.json"
+    assert main(["fit-chinchilla", "--input", str(runs), "--output", str(out), "--bootstrap", "8"]) == 0
+    assert "compute-optimal" in capsys.readouterr().out
+    res = json.loads(out.read_text())
+    for name, value in truth.items():
+        assert res[name] == pytest.approx(value, rel=2e-3), name
+        lo, hi = res["ci95"][name]
+        assert lo <= res[name] * (1 + 1e-6) and hi >= res[name] * (1 - 1e-6), name
+    a = truth["beta"] / (truth["alpha"] + truth["beta"])
+    assert res["compute_optimal"]["a"] == pytest.approx(a, rel=1e-2)
+    # every frontier point satisfies C = 6 N D
+    for row in res["compute_optimal"]["frontier"]:
+        assert 6 * row["N_opt"] * row["D_opt"] == pytest.approx(row["C"], rel=1e-6)
+    assert Path(res["plot"]).stat().st_size > 10_000
+
+    C = np.geomspace(1e18, 1e23, 12)
+    curve = _write(
+        tmp_path / "curve.csv",
+        "compute,loss\n" + "".join(f"{c:.17g},{2.0 + 3e3 * c**-0.2:.17g}\n" for c in C),
+    )
+    out = tmp_path / "pl.json"
+    assert main(["fit-power-law", "--input", str(curve), "--output", str(out), "--bootstrap", "0"]) == 0
+    res = json.loads(out.read_text())
+    assert res["a"] == pytest.approx(3e3, rel=1e-2) and res["b"] == pytest.approx(0.2, rel=1e-3)
+    assert res["c"] == pytest.approx(2.0, rel=1e-4)
