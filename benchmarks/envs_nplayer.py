@@ -28,18 +28,15 @@ sampled games with MLP and GRU PPO naive learners.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import os
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks.harness import Timing, cli_main, time_interleaved, time_jitted
+from benchmarks.harness import Timing, cli_main, one_core, time_interleaved, time_jitted
 from envs.coin_game import CoinGame
 from envs.common_pool import CommonPool
 from envs.tensor_game import TensorGame, TensorGameParams, ipd
@@ -196,32 +193,6 @@ class NumpyTensorGame:
             flat[self.row + ego] = 1.0
             rew_sum += np.add.reduce(rewards, axis=1)
         return rew_sum
-
-
-@contextlib.contextmanager
-def one_core() -> Iterator[None]:
-    """Pin every thread of this process to one CPU (the first allowed) while inside, then restore.
-
-    The numpy peer is single-threaded; XLA:CPU splits large loops across its thread pool (the
-    ``xla_cpu_multi_thread_eigen=false`` flag does not stop that), so without the pin ours could use a second core
-    the peer does not get. Every thread is pinned: ``sched_setaffinity`` of the pid alone moves only the calling
-    thread, not XLA's pool. Does nothing where affinity cannot be set.
-    """
-    if not hasattr(os, "sched_setaffinity"):
-        yield
-        return
-    allowed = os.sched_getaffinity(0)
-    previous = {}
-    for tid in (int(t) for t in os.listdir("/proc/self/task")):
-        with contextlib.suppress(OSError):
-            previous[tid] = os.sched_getaffinity(tid)
-            os.sched_setaffinity(tid, {min(allowed)})
-    try:
-        yield
-    finally:  # threads started inside (e.g. a pool grown during compilation) get the process's original set
-        for tid in (int(t) for t in os.listdir("/proc/self/task")):
-            with contextlib.suppress(OSError):
-                os.sched_setaffinity(tid, previous.get(tid, allowed))
 
 
 def make_cartpole_rollout(batch: int, length: int):

@@ -9,16 +9,19 @@ mistaken for speed.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import dataclasses
 import datetime
 import json
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +31,8 @@ __all__ = [
     "RESULTS_DIR",
     "Timing",
     "machine_info",
+    "one_core",
+    "single_threaded_blas",
     "time_fn",
     "time_interleaved",
     "time_jitted",
@@ -221,3 +226,64 @@ def cli_main(
     path = write_result(name, {"quick": args.quick, **payload}, args.out)
     print(f"[{name}] wrote {path}")
     return payload
+
+
+@contextlib.contextmanager
+def one_core() -> Iterator[None]:
+    """Pin every thread of this process to one CPU (the first allowed) while inside, then restore.
+
+    The numpy peer is single-threaded; XLA:CPU splits large loops across its thread pool (the
+    ``xla_cpu_multi_thread_eigen=false`` flag does not stop that), so without the pin ours could use a second core
+    the peer does not get. Every thread is pinned: ``sched_setaffinity`` of the pid alone moves only the calling
+    thread, not XLA's pool. Does nothing where affinity cannot be set.
+    """
+    if not hasattr(os, "sched_setaffinity"):
+        yield
+        return
+    allowed = os.sched_getaffinity(0)
+    previous = {}
+    for tid in (int(t) for t in os.listdir("/proc/self/task")):
+        with contextlib.suppress(OSError):
+            previous[tid] = os.sched_getaffinity(tid)
+            os.sched_setaffinity(tid, {min(allowed)})
+    try:
+        yield
+    finally:  # threads started inside (e.g. a pool grown during compilation) get the process's original set
+        for tid in (int(t) for t in os.listdir("/proc/self/task")):
+            with contextlib.suppress(OSError):
+                os.sched_setaffinity(tid, previous.get(tid, allowed))
+
+
+# (get, set) thread-count entry points of the OpenBLAS builds that numpy and scipy wheels bundle (64-bit-integer
+# scipy-openblas in numpy, 32-bit in scipy) and of a system OpenBLAS.
+_OPENBLAS_THREAD_FUNCS = (
+    ("scipy_openblas_get_num_threads64_", "scipy_openblas_set_num_threads64_"),
+    ("scipy_openblas_get_num_threads", "scipy_openblas_set_num_threads"),
+    ("openblas_get_num_threads", "openblas_set_num_threads"),
+)
+
+
+@contextlib.contextmanager
+def single_threaded_blas() -> Iterator[int]:
+    """Limit every loaded OpenBLAS to one thread while inside (what ``threadpoolctl.threadpool_limits(1)`` does,
+    without the dependency); yields how many libraries were limited.
+
+    Why: scipy's L-BFGS-B calls BLAS/LAPACK on 2x2 .. 10x10 matrices every iteration, and a multi-threaded
+    OpenBLAS wakes its pool for each call: on this 2-core machine under load that cost ~4 ms per ``setulb`` call
+    and made each 2-parameter fit ~20x slower (60 ms instead of 3 ms). One thread is the peer's best setting (the
+    loop is pinned to one core anyway)."""
+    maps = Path("/proc/self/maps").read_text() if Path("/proc/self/maps").exists() else ""
+    restore = []
+    for path in sorted(set(re.findall(r"(/\S*openblas\S*\.so\S*)", maps))):
+        with contextlib.suppress(OSError):
+            lib = ctypes.CDLL(path)
+            for get, put in _OPENBLAS_THREAD_FUNCS:
+                if hasattr(lib, get) and hasattr(lib, put):
+                    restore.append((getattr(lib, put), int(getattr(lib, get)())))
+                    getattr(lib, put)(1)
+                    break
+    try:
+        yield len(restore)
+    finally:
+        for put, threads in restore:
+            put(threads)

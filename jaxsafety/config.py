@@ -32,7 +32,9 @@ __all__ = [
     "check_range",
     "config_from_dict",
     "config_to_dict",
+    "first_bad",
     "parse_cli",
+    "read_csv_rows",
 ]
 
 T = TypeVar("T")
@@ -62,6 +64,55 @@ def check(ok: bool, field: str, value: Any, accepted: str) -> None:
 def check_choice(field: str, value: Any, choices: Sequence[Any]) -> None:
     """``value`` must be one of ``choices``."""
     check(value in choices, field, value, "one of " + ", ".join(repr(c) for c in choices))
+
+
+def first_bad(field: str, bad: Any, values: Any, accepted: str) -> None:
+    """Raise :class:`ConfigError` for the first ``True`` entry of the boolean array ``bad``, naming
+    ``field[i, ...]`` (just ``field`` for a scalar) and that entry of ``values``; do nothing if none is bad."""
+    import numpy as np
+
+    bad, values = np.asarray(bad), np.asarray(values)
+    if np.any(bad):
+        idx = tuple(int(i) for i in np.argwhere(bad)[0])
+        name = f"{field}[{', '.join(map(str, idx))}]" if idx else field
+        value = values[idx] if idx else values[()]
+        if isinstance(value, np.generic) and np.issubdtype(value.dtype, np.number):
+            value = int(value) if np.isfinite(value) and float(value).is_integer() else float(value)
+        else:
+            value = value.item() if isinstance(value, np.generic) else value
+        raise ConfigError(name, value, accepted)
+
+
+def read_csv_rows(
+    path: str | Path, field: str = "input"
+) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
+    """A CSV file's header (lower-cased, stripped) and ``(row number, row dict)`` pairs (the header is row 1;
+    blank lines are skipped), checked before anything is computed: a missing or empty file, or a row with the
+    wrong number of values, raises :class:`ConfigError` naming ``field`` or ``<file>:row N``."""
+    import csv
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(field, str(path), "the path of an existing CSV file")
+    with path.open(newline="") as f:
+        reader = csv.reader(f)
+        header = [h.strip().lower() for h in next(reader, [])]
+        if not header:
+            raise ConfigError(field, str(path), "a CSV file with a header row (it is empty)")
+        rows = []
+        for number, values in enumerate(reader, start=2):
+            if not any(v.strip() for v in values):
+                continue
+            if len(values) != len(header):
+                raise ConfigError(
+                    f"{path.name}:row {number}",
+                    ",".join(values),
+                    f"{len(header)} comma-separated values ({header})",
+                )
+            rows.append((number, {h: v.strip() for h, v in zip(header, values, strict=True)}))
+    if not rows:
+        raise ConfigError(field, str(path), "a CSV file with at least one data row")
+    return header, rows
 
 
 def check_range(

@@ -60,8 +60,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxsafety.config import ConfigError, check_range
-from jaxsafety.scaling.passk import _first_bad
+from jaxsafety.config import ConfigError, check_range, first_bad
 
 __all__ = [
     "CHINCHILLA_GRID",
@@ -191,7 +190,7 @@ def _check_points(arrays: Mapping[str, object], min_points: int) -> list[np.ndar
                 raise ConfigError(f"{field}.shape", a.shape, f"at least {min_points} points")
         elif a.shape[0] != length:
             raise ConfigError(f"{field}.shape", a.shape, f"the same length as {first} ({length},)")
-        _first_bad(field, ~(np.isfinite(a) & (a > 0)), a, "finite numbers > 0")
+        first_bad(field, ~(np.isfinite(a) & (a > 0)), a, "finite numbers > 0")
         out.append(a)
     return out
 
@@ -209,7 +208,7 @@ def _check_grid(grid: Mapping[str, object] | None, default: Mapping[str, tuple[f
         v = np.asarray(grid[name], dtype=np.float64)
         if v.ndim != 1 or v.size == 0:
             raise ConfigError(f"grid[{name!r}].shape", v.shape, "a non-empty 1-D list of numbers")
-        _first_bad(f"grid[{name!r}]", ~np.isfinite(v), v, "finite numbers")
+        first_bad(f"grid[{name!r}]", ~np.isfinite(v), v, "finite numbers")
         values.append(v)
     return np.array(list(itertools.product(*values)), dtype=np.float64).reshape(-1, len(default))
 
@@ -620,7 +619,7 @@ def compute_optimal(params: ChinchillaParams, C: jax.Array) -> tuple[jax.Array, 
     """
     if not isinstance(C, jax.core.Tracer):
         c_a = np.asarray(C, dtype=np.float64)
-        _first_bad("C", ~(np.isfinite(c_a) & (c_a > 0)), c_a, "finite numbers > 0")
+        first_bad("C", ~(np.isfinite(c_a) & (c_a > 0)), c_a, "finite numbers > 0")
     with jax.enable_x64():
         p = ChinchillaParams(*(jnp.asarray(v, jnp.float64) for v in params))
         budget = jnp.asarray(C, jnp.float64) / 6.0

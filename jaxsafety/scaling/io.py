@@ -7,14 +7,13 @@ in [0, attempts=10]``, and raised before anything is fitted or written.
 
 from __future__ import annotations
 
-import csv
 import math
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 
-from jaxsafety.config import ConfigError
+from jaxsafety.config import ConfigError, read_csv_rows
 
 __all__ = ["PassKData", "RunsData", "read_curve_csv", "read_passk_csv", "read_runs_csv"]
 
@@ -37,34 +36,6 @@ class RunsData(NamedTuple):
     params: np.ndarray
     tokens: np.ndarray
     loss: np.ndarray
-
-
-def _rows(path: str | Path, field: str = "input") -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
-    """Header (lower-cased, stripped) and ``(row number, row)`` pairs; blank lines are skipped."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(field, str(path), "the path of an existing CSV file")
-    with path.open(newline="") as f:
-        reader = csv.reader(f)
-        try:
-            header = next(reader)
-        except StopIteration:
-            raise ConfigError(field, str(path), "a CSV file with a header row (it is empty)") from None
-        header = [h.strip().lower() for h in header]
-        rows = []
-        for number, values in enumerate(reader, start=2):
-            if not any(v.strip() for v in values):
-                continue
-            if len(values) != len(header):
-                raise ConfigError(
-                    f"{path.name}:row {number}",
-                    ",".join(values),
-                    f"{len(header)} comma-separated values ({header})",
-                )
-            rows.append((number, {h: v.strip() for h, v in zip(header, values, strict=True)}))
-    if not rows:
-        raise ConfigError(field, str(path), "a CSV file with at least one data row")
-    return header, rows
 
 
 def _int(where: str, column: str, text: str, lo: int, hi: int | None, hi_name: str | None = None) -> int:
@@ -103,7 +74,7 @@ def read_passk_csv(path: str | Path, *, min_problems: int = 3) -> PassKData:
     ``problem_id, success`` (one row per attempt; ``success`` in 0/1, true/false, yes/no). Other columns are
     ignored. At least ``min_problems`` distinct problems are required (a distribution cannot be fitted to fewer)."""
     path = Path(path)
-    header, rows = _rows(path)
+    header, rows = read_csv_rows(path)
     layout = _columns(
         path,
         header,
@@ -138,7 +109,7 @@ def read_runs_csv(path: str | Path, *, min_runs: int = 6) -> RunsData:
     """Training runs from a CSV with the columns ``params, tokens, loss`` (N, D and the final loss; all finite and
     > 0). At least ``min_runs`` rows (the Chinchilla form has 5 parameters)."""
     path = Path(path)
-    header, rows = _rows(path)
+    header, rows = read_csv_rows(path)
     _columns(path, header, {"runs": ("params", "tokens", "loss")})
     values = [
         [_positive(f"{path.name}:row {number}", col, row[col]) for col in ("params", "tokens", "loss")]
@@ -154,7 +125,7 @@ def read_curve_csv(path: str | Path, *, min_points: int = 4) -> tuple[np.ndarray
     """``(compute, loss)`` from a CSV with the columns ``compute, loss`` (finite and > 0; at least
     ``min_points`` rows), for the power law with offset ``L(C) = a C^-b + c``."""
     path = Path(path)
-    header, rows = _rows(path)
+    header, rows = read_csv_rows(path)
     _columns(path, header, {"curve": ("compute", "loss")})
     values = [
         [_positive(f"{path.name}:row {number}", col, row[col]) for col in ("compute", "loss")]

@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxsafety.config import ConfigError
+from jaxsafety.config import ConfigError, first_bad
 from jaxsafety.scaling._special import stirling_remainder
 
 __all__ = [
@@ -48,16 +48,6 @@ def _concrete(x: object) -> np.ndarray | None:
     return np.asarray(x)
 
 
-def _first_bad(field: str, bad: np.ndarray, values: np.ndarray, accepted: str) -> None:
-    """Raise :class:`ConfigError` naming ``field`` (with the index of the first bad entry for arrays)."""
-    if np.any(bad):
-        idx = tuple(int(i) for i in np.argwhere(bad)[0])
-        name = f"{field}[{', '.join(map(str, idx))}]" if idx else field
-        value = values[idx] if idx else values[()]
-        value = int(value) if float(value).is_integer() else float(value)
-        raise ConfigError(name, value, accepted)
-
-
 def check_counts(n: object, c: object, k: object | None = None, *, k_field: str = "k") -> None:
     """Validate attempt counts ``n``, success counts ``c`` (and ``k``) when they are concrete.
 
@@ -74,20 +64,20 @@ def check_counts(n: object, c: object, k: object | None = None, *, k_field: str 
         a = np.asarray(a, dtype=np.float64)
         return np.isfinite(a) & (a == np.round(a))
 
-    _first_bad("n", ~integral(n_a) | ~(n_a >= 1), n_a, "integers >= 1 (attempts per problem)")
+    first_bad("n", ~integral(n_a) | ~(n_a >= 1), n_a, "integers >= 1 (attempts per problem)")
     n_b, c_b = np.broadcast_arrays(n_a, c_a)
-    _first_bad("c", ~integral(c_b) | ~(c_b >= 0), c_b, "integers >= 0 (successes per problem)")
+    first_bad("c", ~integral(c_b) | ~(c_b >= 0), c_b, "integers >= 0 (successes per problem)")
     if np.any(c_b > n_b):
         bad = c_b > n_b
         nv = int(n_b[tuple(np.argwhere(bad)[0])])
-        _first_bad("c", bad, c_b, f"integers 0 <= c <= n (here n={nv})")
+        first_bad("c", bad, c_b, f"integers 0 <= c <= n (here n={nv})")
     if k_a is not None:
         n_b, k_b = np.broadcast_arrays(n_a, k_a)
-        _first_bad(k_field, ~integral(k_b) | ~(k_b >= 1), k_b, "integers >= 1")
+        first_bad(k_field, ~integral(k_b) | ~(k_b >= 1), k_b, "integers >= 1")
         if np.any(k_b > n_b):
             bad = k_b > n_b
             nv = int(np.min(n_a))
-            _first_bad(k_field, bad, k_b, f"integers 1 <= k <= n (smallest n here is {nv})")
+            first_bad(k_field, bad, k_b, f"integers 1 <= k <= n (smallest n here is {nv})")
 
 
 # ----------------------------------------------------------------------------------------------------------------

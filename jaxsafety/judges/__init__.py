@@ -1,0 +1,72 @@
+"""LLM-as-a-judge evaluation: pairwise comparisons, non-transitivity metrics, Bradley-Terry fits and tournaments.
+
+Xu, Ruis, Rocktaschel, Kirk (ICML 2025, arXiv 2502.14074): pairwise judges anchored to a fixed baseline give
+rankings that depend on the baseline, because judge preferences are non-transitive; round-robin tournaments with
+Bradley-Terry aggregation and Swim tournaments (binary-search insertion) are the remedies.
+
+- :mod:`~jaxsafety.judges.data`: the comparison data model and its CSV reader / writer;
+- :mod:`~jaxsafety.judges.bradley_terry`: Bradley-Terry MLE (dense Newton, Newman's fixed point, Hunter's MM;
+  hard and soft labels, ties, weights, L2 prior), Elo scale, vmapped bootstrap;
+- :mod:`~jaxsafety.judges.metrics`: position bias, PNT / SNTD non-transitivity, win rates, rank correlations;
+- :mod:`~jaxsafety.judges.judges`: the ``Judge`` protocol, a caching wrapper and simulated judges;
+- :mod:`~jaxsafety.judges.tournaments`: baseline-anchored, round-robin and Swim tournaments.
+"""
+
+from jaxsafety.judges.bradley_terry import (
+    BTBootstrap,
+    BTResult,
+    bootstrap_bradley_terry,
+    fit_bradley_terry,
+    to_elo,
+    win_matrix,
+    win_probability,
+)
+from jaxsafety.judges.data import Comparisons, make_comparisons, read_comparisons_csv, to_csv
+from jaxsafety.judges.judges import (
+    CachedJudge,
+    Judge,
+    SimulatedJudge,
+    StringJudgeAdapter,
+    make_simulated_judge,
+)
+from jaxsafety.judges.metrics import (
+    baseline_win_rates,
+    non_transitivity,
+    position_consistency,
+    preference_tensor,
+    rank_correlations,
+)
+from jaxsafety.judges.tournaments import (
+    TournamentResult,
+    baseline_tournament,
+    round_robin_tournament,
+    swim_tournament,
+)
+
+__all__ = [
+    "BTBootstrap",
+    "BTResult",
+    "CachedJudge",
+    "Comparisons",
+    "Judge",
+    "SimulatedJudge",
+    "StringJudgeAdapter",
+    "TournamentResult",
+    "baseline_tournament",
+    "baseline_win_rates",
+    "bootstrap_bradley_terry",
+    "fit_bradley_terry",
+    "make_comparisons",
+    "make_simulated_judge",
+    "non_transitivity",
+    "position_consistency",
+    "preference_tensor",
+    "rank_correlations",
+    "read_comparisons_csv",
+    "round_robin_tournament",
+    "swim_tournament",
+    "to_csv",
+    "to_elo",
+    "win_matrix",
+    "win_probability",
+]
