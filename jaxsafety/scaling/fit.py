@@ -413,7 +413,8 @@ def bootstrap_fit(
         # (padded to a power of two so that similar counts share a compilation)
         size = 1 << int(failed.size - 1).bit_length()
         rows = np.concatenate([failed, np.full(size - failed.size, failed[0])])
-        refit = _refit_core(n, c, weights[rows], edges, **static)
+        refit_one = functools.partial(_fit_core, **static)  # jitted; vmapped over the weights
+        refit = jax.vmap(refit_one, in_axes=(None, None, 0, None))(n, c, weights[rows], edges)
         k = failed.size
         better = np.asarray(refit.converged)[:k] | (
             np.asarray(refit.log_likelihood)[:k] > np.asarray(fits.log_likelihood)[failed]
@@ -428,33 +429,6 @@ def bootstrap_fit(
         exponent_ci=jnp.nanpercentile(alphas, jnp.asarray([2.5, 97.5])),
         point=point,
     )
-
-
-@functools.partial(
-    jax.jit, static_argnames=("family", "scaled", "likelihood", "num_nodes", "num_steps", "max_attempts")
-)
-def _refit_core(
-    n: jax.Array,
-    c: jax.Array,
-    weights: jax.Array,
-    edges: jax.Array | None,
-    *,
-    family: str,
-    scaled: bool,
-    likelihood: str,
-    num_nodes: int,
-    num_steps: int,
-    max_attempts: int | None,
-) -> FitResult:
-    static = dict(
-        family=family,
-        scaled=scaled,
-        likelihood=likelihood,
-        num_nodes=num_nodes,
-        num_steps=num_steps,
-        max_attempts=max_attempts,
-    )
-    return jax.vmap(lambda w: _fit_core(n, c, w, edges, **static))(weights)
 
 
 @functools.partial(
