@@ -33,7 +33,9 @@ __all__ = [
     "config_from_dict",
     "config_to_dict",
     "first_bad",
+    "format_number",
     "parse_cli",
+    "print_table",
     "read_csv_rows",
 ]
 
@@ -113,6 +115,20 @@ def read_csv_rows(
     if not rows:
         raise ConfigError(field, str(path), "a CSV file with at least one data row")
     return header, rows
+
+
+def format_number(x: float | None, spec: str = ".4g") -> str:
+    """``x`` formatted with ``spec``, or ``-`` for None / NaN / inf (table cells)."""
+    import math
+
+    return "-" if x is None or not math.isfinite(x) else format(x, spec)
+
+
+def print_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    """Print a left-aligned text table (a header, a rule, the rows) to stdout."""
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+    for cells in (header, ["-" * w for w in widths], *rows):
+        print("  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip())
 
 
 def check_range(

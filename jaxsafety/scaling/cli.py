@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from jaxsafety.config import ConfigError, check_range
+from jaxsafety.config import ConfigError, check_range, format_number, print_table
 from jaxsafety.scaling.simulate import ESTIMATORS as PASSK_ESTIMATORS
 from jaxsafety.scaling.simulate import LEAST_SQUARES, lsq_budgets
 
@@ -72,23 +72,8 @@ def _ci(x: np.ndarray, ok: np.ndarray | None = None) -> list[float] | None:
     return [float(v) for v in np.percentile(x, [2.5, 97.5])]
 
 
-def _fmt(x: float | None) -> str:
-    if x is None or not np.isfinite(x):
-        return "-"
-    return f"{x:.4g}"
-
-
 def _fmt_ci(ci: list[float] | None) -> str:
     return "-" if ci is None else f"[{ci[0]:.4g}, {ci[1]:.4g}]"
-
-
-def _print_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
-    line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True))  # noqa: E731
-    print(line(header))
-    print(line(["-" * w for w in widths]))
-    for r in rows:
-        print(line(r))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -267,19 +252,21 @@ def fit_passk(args: argparse.Namespace) -> dict[str, Any]:
     rows = []
     for name, est in result["estimators"].items():
         if name == LEAST_SQUARES:
-            params = f"a={_fmt(est['a'])}"
+            params = f"a={format_number(est['a'])}"
             conv, ll = "-", "-"
         else:
-            params = f"alpha={_fmt(est['alpha'])} beta={_fmt(est['beta'])}" + (
-                f" c={_fmt(est['c'])}" if est["scaled"] else ""
+            params = f"alpha={format_number(est['alpha'])} beta={format_number(est['beta'])}" + (
+                f" c={format_number(est['c'])}" if est["scaled"] else ""
             )
             conv, ll = ("yes" if est["converged"] else "NO"), f"{est['log_likelihood']:.2f}"
-        rows.append([name, _fmt(est["exponent"]), _fmt_ci(est.get("exponent_ci95")), params, ll, conv])
+        rows.append(
+            [name, format_number(est["exponent"]), _fmt_ci(est.get("exponent_ci95")), params, ll, conv]
+        )
     print(
         f"{result['num_problems']} problems, attempts per problem {n.min()}-{n.max()}, "
         f"{result['problems_never_solved']} never solved; power law -log pass@k ~ a k^-exponent"
     )
-    _print_table(["estimator", "exponent", "95% CI", "parameters", "log-lik", "converged"], rows)
+    print_table(["estimator", "exponent", "95% CI", "parameters", "log-lik", "converged"], rows)
     result["_data"] = (n, c)
     return result
 
@@ -336,12 +323,13 @@ def fit_chinchilla_cmd(args: argparse.Namespace) -> dict[str, Any]:
         for cc, nn, dd, ll in zip(cs, n_opt, d_opt, l_opt, strict=True)
     ]
     ci = result.get("ci95", {})
-    _print_table(
-        ["parameter", "estimate", "95% CI"], [[k, _fmt(result[k]), _fmt_ci(ci.get(k))] for k in names]
+    print_table(
+        ["parameter", "estimate", "95% CI"],
+        [[k, format_number(result[k]), _fmt_ci(ci.get(k))] for k in names],
     )
     co = result["compute_optimal"]
     print(f"compute-optimal: N_opt ~ C^{co['a']:.3f}, D_opt ~ C^{co['b']:.3f} (C = 6 N D)")
-    _print_table(
+    print_table(
         ["C (FLOP)", "N_opt", "D_opt", "tokens/param", "loss"],
         [
             [
@@ -424,8 +412,9 @@ def fit_power_law_cmd(args: argparse.Namespace) -> dict[str, Any]:
         arr = np.asarray(draws)
         result["ci95"] = {k: _ci(arr[:, i]) for i, k in enumerate("abc")}
     ci = result.get("ci95", {})
-    _print_table(
-        ["parameter", "estimate", "95% CI"], [[k, _fmt(result[k]), _fmt_ci(ci.get(k))] for k in "abc"]
+    print_table(
+        ["parameter", "estimate", "95% CI"],
+        [[k, format_number(result[k]), _fmt_ci(ci.get(k))] for k in "abc"],
     )
     result["_data"] = (compute, loss)
     return result
