@@ -178,6 +178,7 @@ def main(cfg: MisuseSafetyCaseConfig) -> dict[str, Any]:
             h = ev.result.outputs["harm.safeguarded"]
             scenarios[ev.label] = {
                 "mean": ev.result.mean,
+                "stderr": ev.result.stderr,
                 "harm_safeguarded_interval_90": np.percentile(h, [5, 95]).tolist(),
                 "truncated": ev.result.truncated,
             }
@@ -185,6 +186,7 @@ def main(cfg: MisuseSafetyCaseConfig) -> dict[str, Any]:
         headline = {
             "scenario": report.evaluation.label,
             "harm_safeguarded_mean": head["mean"]["harm.safeguarded"],
+            "harm_safeguarded_stderr": head["stderr"]["harm.safeguarded"],
             "harm_safeguarded_interval_90": head["harm_safeguarded_interval_90"],
             "harm_no_safeguards_mean": head["mean"]["harm.none"],
             "harm_no_ai_mean": head["mean"]["harm.no_ai"],

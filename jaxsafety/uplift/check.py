@@ -106,12 +106,13 @@ class CheckReport:
 
 
 def summary_rows(evs: list[Evaluation]) -> list[list[str]]:
-    rows = [["scenario", "E[harm]/yr", "p5", "p95", "uplift removed", "jailbreak open"]]
+    rows = [["scenario", "E[harm]/yr", "MC s.e.", "p5", "p95", "uplift removed", "jailbreak open"]]
     for ev in evs:
         h = ev.result.outputs["harm.safeguarded"]
         p5, p95 = np.percentile(h, [5, 95])
+        se = format_number(ev.result.stderr["harm.safeguarded"], ".2g")
         open_ = "-" if ev.scenario == "no_safeguards" else f"{100 * ev.result.mean['jailbreak_open']:.1f}%"
-        rows.append([ev.label, format_number(float(h.mean())), format_number(p5), format_number(p95),
+        rows.append([ev.label, format_number(float(h.mean())), se, format_number(p5), format_number(p95),
                      f"{100 * ev.result.mean['uplift_removed']:.1f}%", open_])  # fmt: skip
     return rows
 
@@ -209,6 +210,7 @@ def check_case(
              "prob_satisfied": leaf.prob_satisfied} for leaf in result.leaves()
         ],
         "mean": ev.result.mean,
+        "stderr": ev.result.stderr,
         "scenarios": {o.label: o.result.mean for o in others},
         "truncated": ev.result.truncated,
         "sensitivity": {k: np.asarray(v).tolist() for k, v in (ev.result.sensitivity or {}).items()},

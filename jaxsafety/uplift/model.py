@@ -212,13 +212,15 @@ def input_label(name: str, column: int | None, family: str, step_names: Sequence
 
 
 class SimulationResult(NamedTuple):
-    """``outputs``: :data:`OUTPUTS` -> ``[S]`` per-scenario values (numpy); ``mean``: their Monte Carlo means;
+    """``outputs``: :data:`OUTPUTS` -> ``[S]`` per-scenario values (numpy); ``mean``: their Monte Carlo means
+    (heavy-tailed inputs make them noisy: ``stderr`` holds each mean's Monte Carlo standard error);
     ``sensitivity``: input name -> ``d E[target] / d delta`` (``[K]`` for step inputs), ``None`` unless asked;
     ``target``: the output differentiated; ``truncated``: share of scenarios whose ``cycles`` jailbreak windows
     ended before the horizon (then ``w`` is underestimated: raise ``cycles``)."""
 
     outputs: dict[str, np.ndarray]
     mean: dict[str, float]
+    stderr: dict[str, float]
     sensitivity: dict[str, np.ndarray] | None
     target: str
     truncated: float
@@ -294,9 +296,10 @@ def simulate(
     outs = {k: np.concatenate([np.asarray(p[k]) for p in pieces])[:n] for k in pieces[0]}
     truncated = float(outs.pop("_renewal_truncated").mean())
     mean = {k: float(np.mean(v, dtype=np.float64)) for k, v in outs.items()}
+    stderr = {k: float(np.std(v, dtype=np.float64) / np.sqrt(n)) for k, v in outs.items()}
     mean["uplift_removed"] = mean["risk_reduction"] / mean["uplift.none"] if mean["uplift.none"] > 0 else 0.0
     sens = {k: np.asarray(v, np.float64) / n for k, v in grads.items()} if grads is not None else None
-    return SimulationResult(outs, mean, sens, target, truncated, n)
+    return SimulationResult(outs, mean, stderr, sens, target, truncated, n)
 
 
 @functools.partial(jax.jit, static_argnames=("family", "horizon", "months"))
