@@ -9,7 +9,11 @@ Bradley-Terry aggregation and Swim tournaments (binary-search insertion) are the
   hard and soft labels, ties, weights, L2 prior), Elo scale, vmapped bootstrap;
 - :mod:`~jaxsafety.judges.metrics`: position bias, PNT / SNTD non-transitivity, win rates, rank correlations;
 - :mod:`~jaxsafety.judges.judges`: the ``Judge`` protocol, a caching wrapper and simulated judges;
-- :mod:`~jaxsafety.judges.tournaments`: baseline-anchored, round-robin and Swim tournaments.
+- :mod:`~jaxsafety.judges.tournaments`: baseline-anchored, round-robin and Swim tournaments;
+- :mod:`~jaxsafety.judges.lm_judge`: an LM judge on the model zoo (a tiny GPT-2 trained to judge arithmetic
+  answers, p(A) from the log-probs of the label tokens) and response models that generate their answers with zoo
+  arithmetic LMs. Its names are exported lazily (PEP 562 ``__getattr__``): importing this package does not import
+  flax or the model zoo.
 """
 
 from jaxsafety.judges.bradley_terry import (
@@ -43,12 +47,29 @@ from jaxsafety.judges.tournaments import (
     swim_tournament,
 )
 
+_LAZY = {
+    name: "jaxsafety.judges.lm_judge"
+    for name in ("JudgeTask", "LMJudge", "LMJudgeConfig", "make_generated_responses", "train_lm_judge")
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
     "BTBootstrap",
     "BTResult",
     "CachedJudge",
     "Comparisons",
     "Judge",
+    "JudgeTask",
+    "LMJudge",
+    "LMJudgeConfig",
     "SimulatedJudge",
     "StringJudgeAdapter",
     "TournamentResult",
@@ -57,6 +78,7 @@ __all__ = [
     "bootstrap_bradley_terry",
     "fit_bradley_terry",
     "make_comparisons",
+    "make_generated_responses",
     "make_simulated_judge",
     "non_transitivity",
     "position_consistency",
@@ -67,6 +89,7 @@ __all__ = [
     "swim_tournament",
     "to_csv",
     "to_elo",
+    "train_lm_judge",
     "win_matrix",
     "win_probability",
 ]
