@@ -139,14 +139,24 @@ def _jailbreak_times(family: str, a, b, z):
     return jnp.exp(a[..., None] + b[..., None] * z)  # lognormal: a: mu, b: sigma; z ~ N(0, 1)
 
 
+def _running_sum(x, block: int = 8):
+    """``cumsum`` over the last axis as two small triangular matmuls (within blocks of ``block``, then the block
+    offsets): 5-9x faster than XLA:CPU's ``cumsum`` at 64 columns, and half a full 64 x 64 triangular matmul."""
+    c = x.shape[-1]
+    if c % block:
+        return x @ jnp.triu(jnp.ones((c, c), x.dtype))
+    xb = x.reshape(*x.shape[:-1], c // block, block)
+    within = xb @ jnp.triu(jnp.ones((block, block), x.dtype))
+    offsets = within[..., -1] @ jnp.triu(jnp.ones((c // block, c // block), x.dtype), 1)
+    return (within + offsets[..., None]).reshape(x.shape)
+
+
 def jailbreak_windows(family: str, a, b, z, patch_months):
     """``(found, patched)`` ``[..., C]``: the months at which the ``C`` successive universal jailbreaks are found
     and patched (discovery gaps of ``family(a, b)`` from the standardised draws ``z`` ``[..., C]``)."""
     gaps = _jailbreak_times(family, a, b, z)
     c = z.shape[-1]
-    # the running sum as a matmul with a triangular 0/1 matrix: 3-4x faster than XLA:CPU's cumsum at C = 64
-    upper = jnp.triu(jnp.ones((c, c), gaps.dtype))
-    found = gaps @ upper + jnp.arange(c, dtype=gaps.dtype) * patch_months[..., None]
+    found = _running_sum(gaps) + jnp.arange(c, dtype=gaps.dtype) * patch_months[..., None]
     return found, found + patch_months[..., None]
 
 
