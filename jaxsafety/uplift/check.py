@@ -113,7 +113,7 @@ def summary_rows(evs: list[Evaluation]) -> list[list[str]]:
         se = format_number(ev.result.stderr["harm.safeguarded"], ".2g")
         open_ = "-" if ev.scenario == "no_safeguards" else f"{100 * ev.result.mean['jailbreak_open']:.1f}%"
         rows.append([ev.label, format_number(float(h.mean())), se, format_number(p5), format_number(p95),
-                     f"{100 * ev.result.mean['uplift_removed']:.1f}%", open_])  # fmt: skip
+                     f"{round(100 * ev.result.mean['uplift_removed'], 1) + 0.0:.1f}%", open_])  # fmt: skip
     return rows
 
 
@@ -183,7 +183,8 @@ def check_case(
             else ev.result.mean["harm.safeguarded"], out_dir / "tornado.png", xlabel="expected annual harm",
         ),
         "Expected annual harm across scenarios": plot_distributions(
-            {"no AI": ev.result.outputs["harm.no_ai"], "no safeguards": ev.result.outputs["harm.none"],
+            {"no AI": ev.result.outputs["harm.no_ai"],
+             **({} if "no_safeguards" in compare else {"no safeguards": ev.result.outputs["harm.none"]}),
              **{o.label: o.result.outputs["harm.safeguarded"] for o in others},
              ev.label: ev.result.outputs["harm.safeguarded"]},
             out_dir / "harm_distributions.png", threshold=threshold, xlabel="expected annual harm",

@@ -76,6 +76,8 @@ tr.pass td.result { color: #1b5e20; font-weight: 600; } tr.fail td.result { colo
 figure { margin: 1em 0; } figure img { max-width: 100%; border: 1px solid #eee; }
 figcaption { color: #555; font-size: .9em; }
 dl.meta { display: grid; grid-template-columns: max-content auto; gap: .2em 1em; } dl.meta dt { font-weight: 600; }
+.wide { overflow-x: auto; }
+@media print { main { max-width: none; margin: 0; } table { font-size: .72em; } }
 """
 
 
@@ -277,7 +279,8 @@ def _html_table(
             kind = "num" if j in numeric else ("result" if j == status_col else "")
             cells.append(f'<td class="{kind}">{_e(cell)}</td>' if kind else f"<td>{_e(cell)}</td>")
         body.append(f"<tr{cls}>{''.join(cells)}</tr>")
-    return f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n" + "\n".join(body) + "\n</tbody>\n</table>\n"
+    rows = "\n".join(body)
+    return f'<div class="wide"><table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n{rows}\n</tbody>\n</table></div>\n'
 
 
 def _html(
