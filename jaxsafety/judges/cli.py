@@ -4,7 +4,7 @@
 
     python -m jaxsafety.judges fit --input comparisons.csv --output ratings.json [--bootstrap 200] [--seed 0]
         [--ties half|davidson] [--l2 1e-6] [--anchor MODEL] [--method auto|newton|newman|mm]
-    python -m jaxsafety.judges tournament --judge simulated --format round_robin|swim|baseline --output result.json
+    python -m jaxsafety.judges tournament --judge simulated|lm --format round_robin|swim|baseline --output result.json
         [--num-models 8] [--num-instructions 32] [--nontransitivity 0] [--position-bias 0] [--noise 0]
         [--baseline 0] [--repeats 3] [--budget N] [--seed 0] [--comparisons-csv comparisons.csv]
 
@@ -18,6 +18,9 @@ column and >= 3 models, PNT / SNTD non-transitivity (Xu et al. 2025, Sec. 3) of 
 ``tournament`` builds a simulated judge (:func:`~jaxsafety.judges.judges.make_simulated_judge`), runs one
 tournament with it, prints the ranking with its scores, Spearman / Kendall against the judge's latent skills and
 the judge calls spent, and writes JSON (and with ``--comparisons-csv`` the comparisons, which ``fit`` reads).
+``--judge lm`` instead trains the zoo LM judge (:mod:`jaxsafety.judges.lm_judge`, ``--lm-steps``) and two zoo
+arithmetic LMs (``--response-steps``) whose greedy and sampled answers are the six response models; the truth is
+their measured accuracy (about 2 minutes on 2 CPU cores at the defaults).
 
 Every argument and the whole CSV are checked before anything is computed or written: a bad value prints one line
 ``error: <field>=<value> is invalid: accepted values are ...`` (CSV errors name the file, row and column) to
@@ -38,13 +41,15 @@ from typing import Any
 
 import numpy as np
 
-from jaxsafety.config import ConfigError, check_choice, check_range, format_number, print_table
+from jaxsafety.config import ConfigError, check, check_choice, check_range, format_number, print_table
 
 __all__ = ["main"]
 
 ELO_SCALE, ELO_BASE, ELO_RATING = 400.0, 10.0, 1000.0
 FORMATS = ("round_robin", "swim", "baseline")
-JUDGES = ("simulated",)
+JUDGES = ("simulated", "lm")
+# --judge lm: response models are two zoo arithmetic LMs decoded greedily and at these temperatures
+LM_TEMPERATURES = ((0.0, 1.5, 3.0), (0.0, 1.0, 2.5))  # (stronger LM, weaker LM)
 # PNT / SNTD work on [I, T] arrays with T = n(n-1)(n-2)/6 triplets; above this many models they are skipped.
 MAX_NONTRANSITIVITY_MODELS = 64
 
@@ -242,6 +247,76 @@ def _write_csv_atomic(comparisons: Any, path: str | Path) -> None:
         raise
 
 
+def _lm_configs(args: argparse.Namespace) -> tuple[Any, list[Any]]:
+    """``--judge lm``: the judge's config (``--lm-steps``) and the two response LMs' (``--response-steps``),
+    validated before anything trains."""
+    import dataclasses
+
+    from jaxsafety.judges.lm_judge import LMJudgeConfig
+    from jaxsafety.scaling.sampling import ArithmeticLMConfig
+
+    check_range("lm-steps", args.lm_steps, ge=1, integer=True)
+    try:
+        steps = tuple(int(x) for x in args.response_steps.split(","))
+    except ValueError:
+        steps = ()
+    check(len(steps) == 2, "response-steps", args.response_steps, "two integers STRONG,WEAK (training steps)")
+    try:
+        judge = dataclasses.replace(LMJudgeConfig(), steps=args.lm_steps)
+    except ConfigError as err:
+        raise ConfigError(
+            "lm-steps", args.lm_steps, f"a value the judge's optimizer accepts ({err})"
+        ) from None
+    base = ArithmeticLMConfig(d_model=32, n_layers=2, n_heads=4, max_operand=judge.max_operand, ops=judge.ops)
+    try:
+        lms = [dataclasses.replace(base, steps=s) for s in steps]
+    except ConfigError as err:
+        raise ConfigError("response-steps", args.response_steps, f"values the LMs accept ({err})") from None
+    return judge, lms
+
+
+def _lm_judge_setup(args: argparse.Namespace, cfg, lm_cfgs, key) -> tuple[Any, np.ndarray, str, list, dict]:
+    """``--judge lm``: the arithmetic LM judge (``--lm-steps``) and six response models, two zoo arithmetic LMs
+    (``--response-steps``) decoded at :data:`LM_TEMPERATURES`; the truth is each model's measured accuracy."""
+    from jaxsafety.judges.judges import CachedJudge
+    from jaxsafety.judges.lm_judge import (
+        make_generated_responses,
+        make_judge_task,
+        make_response_models,
+        preference_label,
+        train_lm_judge,
+    )
+    from jaxsafety.scaling.sampling import train_arithmetic_lm
+
+    judge = train_lm_judge(cfg, seed=args.seed)
+    # the judge's held-out accuracy on fresh one-correct pairs (numpy streams its training table does not use)
+    ins, _ = make_judge_task(256, seed=args.seed + 1000, max_operand=cfg.max_operand, ops=cfg.ops)
+    pairs = make_response_models(ins, [0.5, 0.5], seed=args.seed + 1001, max_offset=cfg.max_offset)
+    truth = [str(a) for a in pairs.answers.tolist()]
+    items = [
+        (s, a, b) for s, a, b, t in zip(ins, *pairs.responses, truth, strict=True) if (a == t) != (b == t)
+    ]
+    labels = np.asarray([preference_label(*it) for it in items])
+    accuracy = float(np.mean((judge.judge_many(items) < 0.5).astype(int) == labels))
+    lms = [train_arithmetic_lm(c, seed=args.seed + 1 + i) for i, c in enumerate(lm_cfgs)]
+    models = [(lm, t) for lm, temps in zip(lms, LM_TEMPERATURES, strict=True) for t in temps]
+    steps = [c.steps for c in lm_cfgs]
+    names = [f"lm{s}_t{t:g}" for s, temps in zip(steps, LM_TEMPERATURES, strict=True) for t in temps]
+    instructions, _ = make_judge_task(
+        args.num_instructions, seed=args.seed + 2000, max_operand=cfg.max_operand
+    )
+    task = make_generated_responses(models, instructions, key=key, max_chars=cfg.max_response_len)
+    info = {"judge_steps": cfg.steps, "judge_accuracy": accuracy, "response_steps": steps,
+            "temperatures": [list(t) for t in LM_TEMPERATURES]}  # fmt: skip
+    return (
+        CachedJudge(judge.batched(task.instructions, task.responses)),
+        task.accuracy,
+        "accuracy",
+        names,
+        info,
+    )
+
+
 def tournament_cmd(args: argparse.Namespace) -> dict[str, Any]:
     """The ``tournament`` command; returns the JSON payload (``_comparisons``: the records, for the CSV)."""
     _check_output("output", args.output, ".json")
@@ -261,6 +336,11 @@ def tournament_cmd(args: argparse.Namespace) -> dict[str, Any]:
         check_range("repeats", args.repeats, ge=1, le=args.num_instructions, integer=True)
     if args.budget is not None:
         check_range("budget", args.budget, ge=1, integer=True)
+    if args.judge == "lm":
+        check(
+            args.num_models == 6, "num-models", args.num_models, "6 with --judge lm (2 LMs x 3 temperatures)"
+        )
+        judge_cfg, lm_cfgs = _lm_configs(args)
 
     import jax
 
@@ -272,32 +352,36 @@ def tournament_cmd(args: argparse.Namespace) -> dict[str, Any]:
     enable_compilation_cache()
     k_judge, k_tournament = jax.random.split(jax.random.key(args.seed))
     n, num_i = args.num_models, args.num_instructions
-    judge = make_simulated_judge(
-        k_judge,
-        n,
-        num_i,
-        nontransitivity=args.nontransitivity,
-        position_bias=args.position_bias,
-        noise=args.noise,
-    )
-    cached = CachedJudge(judge)
+    if args.judge == "lm":
+        cached, truth, truth_name, model_names, lm_info = _lm_judge_setup(args, judge_cfg, lm_cfgs, k_judge)
+    else:
+        judge = make_simulated_judge(
+            k_judge,
+            n,
+            num_i,
+            nontransitivity=args.nontransitivity,
+            position_bias=args.position_bias,
+            noise=args.noise,
+        )
+        cached, truth, truth_name, model_names, lm_info = CachedJudge(judge), judge.skill, "skill", None, None
     if args.format == "round_robin":
         res = round_robin_tournament(cached, n, num_i, budget=args.budget)
     elif args.format == "swim":
         res = swim_tournament(cached, n, num_i, key=k_tournament, repeats=args.repeats, budget=args.budget)
     else:
         res = baseline_tournament(cached, n, num_i, baseline=args.baseline, budget=args.budget)
-    corr = rank_correlations(res.scores, judge.skill)
-    names = res.comparisons.model_names
+    corr = rank_correlations(res.scores, truth)
+    names = model_names or res.comparisons.model_names
+    true_order = np.argsort(-np.asarray(truth), kind="stable")
     true_rank = np.empty(n, dtype=np.int64)
-    true_rank[judge.true_ranking()] = np.arange(1, n + 1)
+    true_rank[true_order] = np.arange(1, n + 1)
     ranking = [
         {
             "rank": r + 1,
             "name": names[i],
             "score": _finite_or_none(float(res.scores[i])),
             "true_rank": int(true_rank[i]),
-            "skill": float(judge.skill[i]),
+            truth_name: float(truth[i]),
             "unranked": bool(res.unranked[i]),
         }
         for r, i in enumerate(res.ranking.tolist())
@@ -312,13 +396,14 @@ def tournament_cmd(args: argparse.Namespace) -> dict[str, Any]:
             "position_bias": args.position_bias,
             "noise": args.noise,
             "seed": args.seed,
+            **({"lm": lm_info} if lm_info else {}),
         },
         "format": args.format,
         "baseline": names[args.baseline] if args.format == "baseline" else None,
         "repeats": args.repeats if args.format == "swim" else None,
         "budget": args.budget,
         "ranking": ranking,
-        "true_ranking": [names[i] for i in judge.true_ranking().tolist()],
+        "true_ranking": [names[i] for i in true_order.tolist()],
         "spearman": _finite_or_none(corr.spearman),
         "kendall": _finite_or_none(corr.kendall),
         "num_judge_calls": int(res.num_calls),
@@ -328,19 +413,25 @@ def tournament_cmd(args: argparse.Namespace) -> dict[str, Any]:
         "comparisons_csv": args.comparisons_csv,
         "_comparisons": res.comparisons,
     }
-    print(
-        f"{args.format} tournament, simulated judge: {n} models, {num_i} instructions, "
-        f"nontransitivity={args.nontransitivity}, position_bias={args.position_bias}, noise={args.noise}"
-    )
+    if lm_info:
+        print(
+            f"{args.format} tournament, LM judge (held-out accuracy {lm_info['judge_accuracy']:.3f}): {n} response "
+            f"models generated by zoo arithmetic LMs, {num_i} instructions"
+        )
+    else:
+        print(
+            f"{args.format} tournament, simulated judge: {n} models, {num_i} instructions, "
+            f"nontransitivity={args.nontransitivity}, position_bias={args.position_bias}, noise={args.noise}"
+        )
     print_table(
-        ["rank", "model", "score", "true rank", "skill"],
+        ["rank", "model", "score", "true rank", truth_name],
         [
             [
                 str(m["rank"]) + ("*" if m["unranked"] else ""),
                 m["name"],
                 format_number(m["score"], ".4f"),
                 str(m["true_rank"]),
-                format_number(m["skill"], ".3f"),
+                format_number(m[truth_name], ".3f"),
             ]
             for m in ranking
         ],
@@ -378,8 +469,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--method", default="auto", help="solver: auto, newton, newman or mm")
     p.set_defaults(run=fit_cmd)
 
-    p = sub.add_parser("tournament", help="rank simulated models with a simulated judge")
-    p.add_argument("--judge", default="simulated", help="judge: simulated")
+    p = sub.add_parser("tournament", help="rank models with a simulated judge or the zoo LM judge")
+    p.add_argument(
+        "--judge",
+        default="simulated",
+        help="simulated, or lm: the zoo LM judge ranking 6 response models that zoo arithmetic LMs generate",
+    )
+    p.add_argument("--lm-steps", type=int, default=1600, help="--judge lm: training steps of the LM judge")
+    p.add_argument(
+        "--response-steps", default="300,60", help="--judge lm: training steps of the two response LMs"
+    )
     p.add_argument("--format", required=True, help="round_robin, swim or baseline")
     p.add_argument("--num-models", type=int, default=8)
     p.add_argument("--num-instructions", type=int, default=32)

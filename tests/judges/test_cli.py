@@ -188,3 +188,47 @@ def test_tournament_with_transitive_judge_is_exact_and_its_csv_refits(tmp_path, 
     mean_skill = np.mean(list(skill.values()))
     for m in models:
         assert m["score"] == pytest.approx(skill[m["name"]] - mean_skill, abs=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("extra", "match"),
+    [
+        (["--num-models", "8"], "num-models=8"),
+        (["--lm-steps", "0"], "lm-steps=0"),
+        (["--response-steps", "300"], "response-steps='300'"),
+        (["--response-steps", "10,5"], "response-steps='10,5'"),  # below the LMs' warm-up
+    ],
+)
+def test_tournament_lm_judge_bad_flags_exit_2_before_training(tmp_path, capsys, extra, match):
+    out = tmp_path / "t.json"
+    argv = [
+        "tournament",
+        "--judge",
+        "lm",
+        "--format",
+        "round_robin",
+        "--num-models",
+        "6",
+        "--output",
+        str(out),
+    ]
+    assert main([*argv, *extra]) == 2
+    assert match in capsys.readouterr().err
+    assert not out.exists()
+
+
+@pytest.mark.slow
+def test_tournament_lm_judge_end_to_end(tmp_path, capsys):
+    """The LM-judge path at tiny training sizes (the judge is near chance; the real judge is in
+    tests/judges/test_lm_judge.py): six generated-response models ranked, accuracies measured, JSON written."""
+    out = tmp_path / "t.json"
+    argv = ["tournament", "--judge", "lm", "--format", "swim", "--num-models", "6", "--num-instructions", "4",
+            "--lm-steps", "40", "--response-steps", "60,50", "--repeats", "2", "--output", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    res = json.loads(out.read_text())
+    assert len(res["ranking"]) == 6 and res["judge"]["lm"]["response_steps"] == [60, 50]
+    acc = {m["name"]: m["accuracy"] for m in res["ranking"]}
+    assert all(0 <= a <= 1 and a * 4 == round(a * 4) for a in acc.values())  # exact-match share of 4 answers
+    ordered = [acc[name] for name in res["true_ranking"]]
+    assert sorted(acc) == sorted(res["true_ranking"]) and ordered == sorted(ordered, reverse=True)
+    assert "LM judge (held-out accuracy" in capsys.readouterr().out
