@@ -36,12 +36,12 @@ import numpy as np
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from jaxsafety.config import check, check_choice, check_range, config_to_dict, parse_cli
+from jaxsafety.config import check, check_choice, check_range, parse_cli
 from jaxsafety.scaling import DistributionParams, fit_distribution, predicted_passk_curve
 from jaxsafety.scaling.passk import fit_power_law_lsq, neg_log_pass_at_k
 from jaxsafety.scaling.sampling import ArithmeticLMConfig
 from jaxsafety.scaling.simulate import ESTIMATORS, LEAST_SQUARES, exponent_estimates, lsq_budgets
-from jaxsafety.train.experiment import Run, start_run, write_json_atomic
+from jaxsafety.train.experiment import Run, start_run
 from jaxsafety.xla_flags import enable_compilation_cache, prefer_fast_compile
 
 
@@ -370,10 +370,7 @@ def main(cfg: InferenceScalingConfig) -> dict[str, Any]:
                 + f"; exact local exponent beyond the budget {lm['exact_local_exponent_beyond_budget']:.3f}",
                 flush=True,
             )
-        results["wall_seconds"] = time.time() - t_start
-        results["config"] = config_to_dict(cfg)
-        path = write_json_atomic(run.dir / "results.json", results)
-    print(f"[inference_scaling] done in {results['wall_seconds']:.0f} s -> {path.parent}", flush=True)
+        run.finish(results, t_start)
     return results
 
 

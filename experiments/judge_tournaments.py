@@ -39,7 +39,7 @@ import numpy as np
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from jaxsafety.config import check, check_range, config_to_dict, parse_cli
+from jaxsafety.config import check, check_range, parse_cli
 from jaxsafety.judges import (
     CachedJudge,
     baseline_tournament,
@@ -51,7 +51,7 @@ from jaxsafety.judges import (
     swim_tournament,
 )
 from jaxsafety.train import progress
-from jaxsafety.train.experiment import Run, start_run, write_json_atomic
+from jaxsafety.train.experiment import Run, start_run
 from jaxsafety.xla_flags import enable_compilation_cache, prefer_fast_compile
 
 
@@ -363,10 +363,7 @@ def main(cfg: JudgeTournamentsConfig) -> dict[str, Any]:
             f"{headline['round_robin_spearman']:.3f} at {100 * headline['swim_fraction']:.1f}% of its comparisons",
             flush=True,
         )
-        results["wall_seconds"] = time.time() - t_start
-        results["config"] = config_to_dict(cfg)
-        path = write_json_atomic(run.dir / "results.json", results)
-    print(f"[judge_tournaments] done in {results['wall_seconds']:.0f} s -> {path.parent}", flush=True)
+        run.finish(results, t_start)
     return results
 
 

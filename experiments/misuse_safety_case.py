@@ -36,9 +36,9 @@ import numpy as np
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from jaxsafety.config import check_range, config_to_dict, parse_cli, print_table
+from jaxsafety.config import check_range, parse_cli, print_table
 from jaxsafety.train import progress
-from jaxsafety.train.experiment import Run, start_run, write_json_atomic
+from jaxsafety.train.experiment import Run, start_run
 from jaxsafety.uplift.params import DATA_DIR
 from jaxsafety.xla_flags import apply_cpu_workarounds, enable_compilation_cache, prefer_fast_compile
 
@@ -215,10 +215,7 @@ def main(cfg: MisuseSafetyCaseConfig) -> dict[str, Any]:
             f"{'holds' if report.result.passed else 'FAILS'}",
             flush=True,
         )
-        results["wall_seconds"] = time.time() - t_start
-        results["config"] = config_to_dict(cfg)
-        path = write_json_atomic(run.dir / "results.json", results)
-    print(f"[misuse_safety_case] done in {results['wall_seconds']:.0f} s -> {path.parent}", flush=True)
+        run.finish(results, t_start)
     return results
 
 

@@ -16,6 +16,7 @@ import datetime
 import json
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +73,16 @@ class Run:
 
     def save_results(self, results: dict[str, Any], name: str = "results.json") -> Path:
         return write_json_atomic(self.dir / name, results)
+
+    def finish(self, results: dict[str, Any], started: float) -> Path:
+        """The common end of an experiment's ``main``: add ``wall_seconds`` (since ``started``, a ``time.time()``)
+        and the run's ``config`` to ``results``, write ``results.json`` atomically and print the one-line
+        ``[experiment] done in N s -> <run dir>``."""
+        results["wall_seconds"] = time.time() - started
+        results["config"] = config_to_dict(self.config)
+        path = self.save_results(results)
+        print(f"[{self.experiment}] done in {results['wall_seconds']:.0f} s -> {self.dir}", flush=True)
+        return path
 
     def save_figure(self, fig: Any, name: str, step: int = 0) -> Path:
         """Save a matplotlib figure as ``<run dir>/<name>.png`` and log it to TensorBoard."""
