@@ -1,7 +1,7 @@
 """Red-teaming evidence: the time it takes to find a universal jailbreak, fitted from censored attempts.
 
-Clymer et al. 2025 ("A quantitative misuse-uplift model", arXiv 2505.18003) need, as one input of their Monte
-Carlo model, the distribution of the effort an attacker spends before finding a universal jailbreak. The
+Clymer et al. 2025 ("An example safety case for safeguards against misuse", arXiv 2505.18003) need, as one input
+of their uplift model, the distribution of the effort an attacker spends before finding a universal jailbreak. The
 evidence is a log of red-team / bug-bounty attempts: an attempt either found one after ``time`` hours of
 effort (an event) or ended, or is still running, after ``time`` hours without one (right-censored: all we know
 is ``T > time``).
@@ -31,9 +31,10 @@ likelihood tends to -inf at every edge of the parameter space, so a maximiser ex
 Uncertainty: :func:`bootstrap_survival` resamples the ``N`` rows with replacement (Efron & Tibshirani 1993,
 ch. 6); a resample is a vector of multiplicities, so every resample is the same weighted problem with other
 weights, and all resamples are fitted by one jitted, vmapped Newton run started at the full-data fit. The
-Monte Carlo model draws discovery times through :func:`sample_times` (the inverse CDF, pure ``jnp`` and
-differentiable w.r.t. the parameters), one bootstrap parameter draw per simulated world if it wants to
-propagate the fit's uncertainty.
+Monte Carlo model (:mod:`jaxsafety.uplift.model`) takes one converged bootstrap draw per scenario
+(:func:`jaxsafety.uplift.params.draw_scenarios`, hours converted to months by the public's search effort) and
+draws discovery times by the same inverse CDFs; :func:`sample_times` is that inverse CDF at given uniforms (pure
+``jnp``, differentiable w.r.t. the parameters).
 """
 
 from __future__ import annotations
