@@ -29,6 +29,7 @@ __all__ = [
     "ConfigError",
     "check",
     "check_choice",
+    "check_output_path",
     "check_range",
     "config_from_dict",
     "config_to_dict",
@@ -115,6 +116,16 @@ def read_csv_rows(
     if not rows:
         raise ConfigError(field, str(path), "a CSV file with at least one data row")
     return header, rows
+
+
+def check_output_path(field: str, path: str | Path, suffix: str) -> None:
+    """A CLI output file: ``path`` must end in ``suffix`` (e.g. ``".json"``, any case) and not be a directory;
+    raises :class:`ConfigError` naming ``field`` before anything is computed or written."""
+    out = Path(path)
+    if out.suffix.lower() != suffix:
+        raise ConfigError(field, str(out), f"a path ending in {suffix}")
+    if out.is_dir():
+        raise ConfigError(field, str(out), "a file path (it is a directory)")
 
 
 def format_number(x: float | None, spec: str = ".4g") -> str:

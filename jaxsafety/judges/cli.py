@@ -41,7 +41,15 @@ from typing import Any
 
 import numpy as np
 
-from jaxsafety.config import ConfigError, check, check_choice, check_range, format_number, print_table
+from jaxsafety.config import (
+    ConfigError,
+    check,
+    check_choice,
+    check_output_path,
+    check_range,
+    format_number,
+    print_table,
+)
 
 __all__ = ["main"]
 
@@ -52,14 +60,6 @@ JUDGES = ("simulated", "lm")
 LM_TEMPERATURES = ((0.0, 1.5, 3.0), (0.0, 1.0, 2.5))  # (stronger LM, weaker LM)
 # PNT / SNTD work on [I, T] arrays with T = n(n-1)(n-2)/6 triplets; above this many models they are skipped.
 MAX_NONTRANSITIVITY_MODELS = 64
-
-
-def _check_output(field: str, path: str, suffix: str) -> None:
-    out = Path(path)
-    if out.suffix.lower() != suffix:
-        raise ConfigError(field, str(out), f"a path ending in {suffix}")
-    if out.is_dir():
-        raise ConfigError(field, str(out), "a file path (it is a directory)")
 
 
 def _finite_or_none(x: float) -> float | None:
@@ -89,7 +89,7 @@ def fit_cmd(args: argparse.Namespace) -> dict[str, Any]:
     """The ``fit`` command; returns the JSON payload."""
     from jaxsafety.judges.bradley_terry import METHODS, TIES, _resolve_method
 
-    _check_output("output", args.output, ".json")
+    check_output_path("output", args.output, ".json")
     check_range("bootstrap", args.bootstrap, ge=0, integer=True)
     if args.bootstrap == 1:
         raise ConfigError("bootstrap", 1, "0 (no intervals) or an integer >= 2")
@@ -319,9 +319,9 @@ def _lm_judge_setup(args: argparse.Namespace, cfg, lm_cfgs, key) -> tuple[Any, n
 
 def tournament_cmd(args: argparse.Namespace) -> dict[str, Any]:
     """The ``tournament`` command; returns the JSON payload (``_comparisons``: the records, for the CSV)."""
-    _check_output("output", args.output, ".json")
+    check_output_path("output", args.output, ".json")
     if args.comparisons_csv is not None:
-        _check_output("comparisons-csv", args.comparisons_csv, ".csv")
+        check_output_path("comparisons-csv", args.comparisons_csv, ".csv")
     check_choice("judge", args.judge, JUDGES)
     check_choice("format", args.format, FORMATS)
     check_range("num-models", args.num_models, ge=2, integer=True)

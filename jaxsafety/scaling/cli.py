@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from jaxsafety.config import ConfigError, check_range, format_number, print_table
+from jaxsafety.config import ConfigError, check_output_path, check_range, format_number, print_table
 from jaxsafety.scaling.simulate import ESTIMATORS as PASSK_ESTIMATORS
 from jaxsafety.scaling.simulate import LEAST_SQUARES, lsq_budgets
 
@@ -55,11 +55,7 @@ def _check_common(args: argparse.Namespace) -> None:
     check_range("bootstrap", args.bootstrap, ge=0, integer=True)
     if args.bootstrap == 1:
         raise ConfigError("bootstrap", 1, "0 (no intervals) or an integer >= 2")
-    out = Path(args.output)
-    if out.suffix.lower() != ".json":
-        raise ConfigError("output", str(out), "a path ending in .json")
-    if out.is_dir():
-        raise ConfigError("output", str(out), "a file path (it is a directory)")
+    check_output_path("output", args.output, ".json")
 
 
 def _ci(x: np.ndarray, ok: np.ndarray | None = None) -> list[float] | None:

@@ -27,22 +27,20 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from jaxsafety.config import ConfigError, check_choice, check_range, format_number, print_table
+from jaxsafety.config import (
+    ConfigError,
+    check_choice,
+    check_output_path,
+    check_range,
+    format_number,
+    print_table,
+)
 
 __all__ = ["main"]
-
-
-def _check_output(path: str, suffix: str = ".json") -> None:
-    out = Path(path)
-    if out.suffix.lower() != suffix:
-        raise ConfigError("output", str(out), f"a path ending in {suffix}")
-    if out.is_dir():
-        raise ConfigError("output", str(out), "a file path (it is a directory)")
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
@@ -78,7 +76,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from jaxsafety.uplift.check import evaluate, sensitivity_rows
     from jaxsafety.uplift.params import load_params
 
-    _check_output(args.output)
+    check_output_path("output", args.output, ".json")
     check_range("scenarios", args.scenarios, ge=2, integer=True)
     params = load_params(args.params)
     names: list[str | None] = (
@@ -116,7 +114,7 @@ def _cmd_fit_redteam(args: argparse.Namespace) -> int:
     from jaxsafety.train.experiment import write_json_atomic
     from jaxsafety.uplift import survival
 
-    _check_output(args.output)
+    check_output_path("output", args.output, ".json")
     check_choice("family", args.family, survival.FAMILIES)
     check_range("bootstrap", args.bootstrap, ge=0, integer=True)
     data = survival.read_redteam_csv(args.input)
@@ -145,7 +143,7 @@ def _cmd_published(args: argparse.Namespace) -> int:
     from jaxsafety.train.experiment import write_json_atomic
     from jaxsafety.uplift import published
 
-    _check_output(args.output)
+    check_output_path("output", args.output, ".json")
     check_range("simulations", args.simulations, ge=1, integer=True)
     inputs = published.PublishedInputs()
     u = published.uplift(inputs)
