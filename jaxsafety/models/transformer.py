@@ -493,7 +493,9 @@ class CausalLM(nnx.Module):
         logits = None
         if compute_logits:
             h = hidden[:, -1:] if logits_last_only else hidden
-            logits = self.logits(h)
+            # site lm_logits [B, T, V] float32: the LM head's output (upcast when dtype is lower), the output
+            # site of the LM head's linear layer (jaxsafety.models.taps); absent when logits are not computed
+            logits = ctx("lm_logits", self.logits(h))
         ctx.check()
         new_cache = None
         if cache is not None:
@@ -531,7 +533,8 @@ class CausalLM(nnx.Module):
         )
 
     def site_names(self) -> list[str]:
-        """All activation sites of this model, in forward order (for :class:`~jaxsafety.models.hooks.Hooks`)."""
+        """All activation sites of this model, in forward order (for :class:`~jaxsafety.models.hooks.Hooks`);
+        ``lm_logits`` is seen only by forward passes that compute logits."""
         per_block = [
             "resid_pre",
             "ln1",
@@ -546,7 +549,8 @@ class CausalLM(nnx.Module):
             "mlp_out",
             "resid_post",
         ]
-        return [f"blocks.{i}.{s}" for i in range(self.config.n_layers) for s in per_block] + ["final_hidden"]
+        blocks = [f"blocks.{i}.{s}" for i in range(self.config.n_layers) for s in per_block]
+        return [*blocks, "final_hidden", "lm_logits"]
 
     def num_params(self, include_embeddings: bool = True) -> int:
         params = nnx.state(self, nnx.Param)
