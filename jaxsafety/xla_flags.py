@@ -55,8 +55,8 @@ def apply_cpu_workarounds(single_threaded: bool = False, no_ynn: bool = False) -
 
 def prefer_fast_compile() -> bool:
     """Ask XLA for its cheapest backend optimisation level (``--xla_backend_optimization_level=0``), for runs
-    whose time is mostly compilation (``--smoke`` sizes, tests): same numerics, compiles several times faster,
-    runs slower. Same contract as :func:`apply_cpu_workarounds`; an explicit level in ``XLA_FLAGS`` wins."""
+    whose time is mostly compilation (``--smoke`` sizes, tests): compiles several times faster, runs slower;
+    results agree with the optimised program only up to float reassociation (last bits). Same contract as :func:`apply_cpu_workarounds`; an explicit level in ``XLA_FLAGS`` wins."""
     return _append_flags(("--xla_backend_optimization_level=0",))
 
 
@@ -80,9 +80,21 @@ def enable_compilation_cache(
     return path
 
 
+def _flag_names(flags: str) -> set[str]:
+    """The names (``--name`` before any ``=``) of the whitespace-separated flags in an ``XLA_FLAGS`` string."""
+    return {tok.split("=", 1)[0] for tok in flags.split()}
+
+
+def _with_flags(flags: str, wanted: tuple[str, ...]) -> tuple[str, list[str]]:
+    """``flags`` with each of ``wanted`` whose name it does not set appended (the user's flags stay first and
+    win: e.g. ``--xla_cpu_max_isa=AVX2`` or an explicit optimisation level is never replaced nor duplicated)."""
+    have = _flag_names(flags)
+    missing = [f for f in wanted if f.split("=", 1)[0] not in have]
+    return " ".join([flags.strip(), *missing]).strip(), missing
+
+
 def _append_flags(wanted: tuple[str, ...]) -> bool:
-    flags = os.environ.get("XLA_FLAGS", "")
-    missing = [f for f in wanted if f.split("=")[0] not in flags]
+    flags, missing = _with_flags(os.environ.get("XLA_FLAGS", ""), wanted)
     if not missing:
         return True
     if "jax" in __import__("sys").modules:
@@ -90,7 +102,7 @@ def _append_flags(wanted: tuple[str, ...]) -> bool:
 
         if xla_bridge.backends_are_initialized():
             return False
-    os.environ["XLA_FLAGS"] = " ".join([flags, *missing]).strip()
+    os.environ["XLA_FLAGS"] = flags
     return True
 
 
@@ -100,7 +112,5 @@ def with_cpu_workarounds_env(
     """A copy of ``env`` (default ``os.environ``) whose ``XLA_FLAGS`` carry the flags of
     :func:`apply_cpu_workarounds`."""
     env = dict(os.environ if env is None else env)
-    flags = env.get("XLA_FLAGS", "")
-    missing = [f for f in _wanted(single_threaded, no_ynn) if f.split("=")[0] not in flags]
-    env["XLA_FLAGS"] = " ".join([flags, *missing]).strip()
+    env["XLA_FLAGS"] = _with_flags(env.get("XLA_FLAGS", ""), _wanted(single_threaded, no_ynn))[0]
     return env
