@@ -288,8 +288,8 @@ class _Carry(NamedTuple):
     key: jax.Array
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "config"))
-def _generate_jit(graphdef, config: SamplingConfig, state, tokens, mask, key, hooks):
+@functools.partial(jax.jit, static_argnames=("graphdef", "config", "num_samples"))
+def _generate_jit(graphdef, config: SamplingConfig, num_samples: int, state, tokens, mask, key, hooks):
     model = nnx.merge(graphdef, state)
     b, p = tokens.shape
     n = config.max_new_tokens
@@ -297,6 +297,12 @@ def _generate_jit(graphdef, config: SamplingConfig, state, tokens, mask, key, ho
     # prefill: the whole left-padded prompt in one forward; the last column holds every row's last prompt token
     cache = model.init_cache(b, p + n - 1)  # the last sampled token is never fed back
     out = model.forward(tokens, mask, cache=cache, hooks=hooks, logits_last_only=True)
+    first_logits = out.logits[:, 0].astype(jnp.float32)
+    cache = out.cache
+    if num_samples > 1:  # prompt i's prefill serves rows i*n .. i*n + n-1 (prompt-major, as HF)
+        cache = cache.repeat(num_samples)
+        first_logits = jnp.repeat(first_logits, num_samples, axis=0)
+        b = b * num_samples
 
     def feed(tok, alive, cache):
         o = model.forward(tok[:, None], alive[:, None], cache=cache, hooks=hooks, logits_last_only=True)
@@ -338,8 +344,8 @@ def _generate_jit(graphdef, config: SamplingConfig, state, tokens, mask, key, ho
 
     init = _Carry(
         jnp.int32(0),
-        out.cache,
-        out.logits[:, 0].astype(jnp.float32),
+        cache,
+        first_logits,
         jnp.full((b, n), config.pad_token_id, jnp.int32),
         jnp.zeros((b, n), jnp.float32),
         jnp.zeros((b, n), jnp.float32),
@@ -359,6 +365,7 @@ def generate(
     key: jax.Array | None = None,
     config: SamplingConfig = SamplingConfig(),  # frozen, so a shared default is safe
     *,
+    num_samples: int = 1,
     hooks: Hooks | None = None,
 ) -> GenerateOutput:
     """Sample ``config.max_new_tokens`` tokens per row after LEFT-padded prompts, with the KV cache, in one
@@ -371,11 +378,16 @@ def generate(
       prompt_mask: ``[B, P]`` 1 = real token, 0 = padding (left); None = no padding.
       key: PRNG key (``jax.random.key``); split once per step. May be None for greedy decoding.
       config: :class:`SamplingConfig`.
+      num_samples: continuations per prompt (best-of-n, pass@k). Each prompt is prefilled ONCE and its cache
+        tiled (:meth:`KVCache.repeat`); outputs have ``B * num_samples`` rows in prompt-major order, as HF's
+        ``num_return_sequences``: row ``i * num_samples + j`` is sample ``j`` of prompt ``i``. Every row is
+        an independent draw from the same distribution as with ``num_samples=1``.
       hooks: optional :class:`Hooks` edits applied in every forward (activation steering while generating);
         edit values and masks must broadcast against both the prompt ``[B, P, ...]`` and one step ``[B, 1, ...]``
         (e.g. a ``[D]`` steering vector). Capture is not supported here.
 
-    Returns: :class:`GenerateOutput` (tokens, logprobs, sample_logprobs, mask, lengths), all ``[B, N]``/``[B]``.
+    Returns: :class:`GenerateOutput` (tokens, logprobs, sample_logprobs, mask, lengths), all ``[R, N]``/``[R]``
+    with ``R = B * num_samples``.
 
     With learned positions (GPT-2) ``P + N`` must fit ``max_seq_len``, so that prompt plus completion can be
     re-scored in one forward (:func:`sequence_logprobs`). Compilation is cached per (model graph, config, B, P).
@@ -392,12 +404,13 @@ def generate(
     _check_token_id(lm, "pad_token_id", (config.pad_token_id,))
     _check_token_id(lm, "eos_token_id", config.eos_ids)
     _check_hooks(hooks, "generate")
+    check_range("num_samples", num_samples, ge=1, integer=True)
     if key is None:
         if not config.greedy:
             raise ValueError("key=None is invalid for temperature > 0: accepted values are a jax.random key")
         key = jax.random.key(0)  # unused by greedy decoding
     graphdef, state = nnx.split(lm)
-    return _generate_jit(graphdef, config, state, tokens, mask.astype(jnp.int32), key, hooks)
+    return _generate_jit(graphdef, config, num_samples, state, tokens, mask.astype(jnp.int32), key, hooks)
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -90,7 +90,8 @@ class KVCache(NamedTuple):
         return self.mask.sum(-1).astype(jnp.int32)
 
     def repeat(self, n: int) -> KVCache:
-        """Tile a batch-1 cache to batch ``n`` (shared-prefix scoring: prefill the prefix once, score n suffixes)."""
+        """Repeat each row ``n`` times: batch ``B`` becomes ``B * n``, row ``i * n + j`` a copy of row ``i``
+        (shared-prefix scoring and n-sample generation: prefill each prefix once, then decode n rows from it)."""
         rep = lambda a: jnp.repeat(a, n, axis=0)  # noqa: E731
         return KVCache(tuple(map(rep, self.keys)), tuple(map(rep, self.values)), rep(self.mask), self.index)
 

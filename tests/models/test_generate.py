@@ -331,22 +331,27 @@ def test_top_k_top_p_match_numpy():
 
 
 @pytest.mark.parametrize(
-    "cfg",
+    ("cfg", "num_samples"),
     [
-        SamplingConfig(max_new_tokens=1, temperature=0.7),
-        SamplingConfig(max_new_tokens=3, temperature=1.3, top_k=12, top_p=0.8),
+        (SamplingConfig(max_new_tokens=1, temperature=0.7), 1),
+        (SamplingConfig(max_new_tokens=3, temperature=1.3, top_k=12, top_p=0.8), 4000),
     ],
-    ids=["temperature", "top_k_top_p"],
+    ids=["temperature_tiled_prompt", "top_k_top_p_num_samples"],
 )
-def test_sample_frequencies_match_sampling_distribution(llama, cfg):
+def test_sample_frequencies_match_sampling_distribution(llama, cfg, num_samples):
     """First-token frequencies over 4000 rows vs the exact sampling distribution (numpy reference filters on the
-    model's logits), chi-square; log-probs vs the raw and the filtered distributions; re-scoring; determinism."""
+    model's logits), chi-square; log-probs vs the raw and the filtered distributions; re-scoring; determinism.
+    The 4000 rows are either the prompt tiled 4000 times or one prompt with ``num_samples=4000`` (one prefill,
+    cache tiled): both must be draws from the same distribution."""
     n = 4000
     prompt = np.asarray([[5, 9, 14, 3]])
     batch = jnp.asarray(np.repeat(prompt, n, 0))
     logits = full_logits(llama, prompt)[0, -1]
     probs = _np_sampling_probs(logits[None], cfg)[0]
-    out = generate(llama, batch, None, jax.random.key(42), cfg)
+    gen = functools.partial(generate, num_samples=num_samples)
+    inputs = jnp.asarray(prompt) if num_samples > 1 else batch
+    out = gen(llama, inputs, None, jax.random.key(42), cfg)
+    assert out.tokens.shape == (n, cfg.max_new_tokens)
     toks = np.asarray(out.tokens)[:, 0]
     counts = np.bincount(toks, minlength=V)
     assert counts[probs == 0].sum() == 0, "sampled a token outside the top-k / top-p support"
@@ -368,8 +373,20 @@ def test_sample_frequencies_match_sampling_distribution(llama, cfg):
         np.testing.assert_allclose(out.logprobs, lp[:, prompt.shape[1] :], atol=1e-5, rtol=0)
         assert len({tuple(r) for r in np.asarray(out.tokens)}) > 100  # later steps sample too (fresh keys)
     # determinism: the same key gives the same samples; another key gives others
-    np.testing.assert_array_equal(generate(llama, batch, None, jax.random.key(42), cfg).tokens, out.tokens)
-    assert not np.array_equal(generate(llama, batch, None, jax.random.key(43), cfg).tokens, out.tokens)
+    np.testing.assert_array_equal(gen(llama, inputs, None, jax.random.key(42), cfg).tokens, out.tokens)
+    assert not np.array_equal(gen(llama, inputs, None, jax.random.key(43), cfg).tokens, out.tokens)
+
+
+def test_num_samples_greedy_rows_equal_single_sample_run(model, prompts):
+    """Greedy: every one of the n samples of prompt i (rows i*n .. i*n + n-1) equals the n=1 run of prompt i,
+    itself checked against the plain uncached loop."""
+    tokens, mask = prompts
+    one = generate(model, tokens, mask, None, GREEDY6)
+    many = generate(model, tokens, mask, None, GREEDY6, num_samples=3)
+    assert many.tokens.shape == (9, 6)
+    np.testing.assert_array_equal(many.tokens, np.repeat(np.asarray(one.tokens), 3, axis=0))
+    np.testing.assert_allclose(many.logprobs, np.repeat(np.asarray(one.logprobs), 3, axis=0), atol=1e-5)
+    np.testing.assert_array_equal(many.lengths, 6)
 
 
 def test_eos_masks_pads_and_stops_early(llama, prompts):
@@ -473,6 +490,8 @@ def test_bad_generate_inputs(gpt2, prompts):
         generate(gpt2, tokens, mask, None, SamplingConfig(max_new_tokens=12, temperature=0.0))
     with pytest.raises(ValueError, match=r"pad_token_id=64 is invalid: .*vocab_size \(64\)"):
         generate(gpt2, tokens, mask, None, SamplingConfig(max_new_tokens=4, temperature=0.0, pad_token_id=64))
+    with pytest.raises(ValueError, match="num_samples=0 is invalid"):
+        generate(gpt2, tokens, mask, None, greedy, num_samples=0)
     with pytest.raises(ValueError, match="key=None is invalid"):
         generate(gpt2, tokens, mask, None, SamplingConfig(max_new_tokens=4))
     with pytest.raises(ValueError, match=r"hooks\.capture"):
