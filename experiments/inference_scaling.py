@@ -37,6 +37,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from jaxsafety.config import check, check_choice, check_range, parse_cli
+from jaxsafety.data.arithmetic import arithmetic_problems
 from jaxsafety.scaling import DistributionParams, fit_distribution, predicted_passk_curve
 from jaxsafety.scaling.passk import fit_power_law_lsq, neg_log_pass_at_k
 from jaxsafety.scaling.sampling import ArithmeticLMConfig
@@ -238,7 +239,7 @@ def lm_study(run: Run, cfg: InferenceScalingConfig) -> dict[str, Any]:
     t0 = time.perf_counter()
     lm = sampling.train_arithmetic_lm(cfg.lm_model, seed=cfg.seed)
     train_s = time.perf_counter() - t0
-    problems = sampling.arithmetic_problems(
+    problems = arithmetic_problems(
         cfg.lm_num_problems, seed=cfg.seed + 7, max_operand=cfg.lm_model.max_operand, ops=cfg.lm_model.ops
     )
     total = cfg.lm_attempts + cfg.lm_holdout_attempts

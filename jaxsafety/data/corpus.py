@@ -8,7 +8,7 @@ studies built on the trained model (unlearning, influence, probing) know exactly
   random (declarative sentences and ``Q: ... A: ...`` pairs), so an attribute is predictable only by memorising the
   fact, the template only by learning its phrasing;
 - **arithmetic**: lines of correct equations ``12 + 7 = 19.``, ``15 - 4 = 11.``, ``6 * 3 = 18.`` with operands in
-  ``[0, max_operand]`` (subtraction never goes below zero);
+  ``[0, max_operand]`` (subtraction never goes below zero), from :mod:`jaxsafety.data.arithmetic`;
 - **stories**: short stories from a small grammar in which the two characters' names recur (learnable by copying
   from context, i.e. induction) and pronouns agree with the character.
 
@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from jaxsafety.config import check, check_range
+from jaxsafety.data.arithmetic import draw_arithmetic_problems
 
 __all__ = ["CorpusConfig", "Entity", "knowledge_base", "synthetic_corpus", "text_file_corpus"]
 
@@ -237,12 +238,7 @@ def _biography(rng: np.random.Generator, entity: Entity, n_facts: int) -> str:
 
 
 def _equation(rng: np.random.Generator, max_operand: int) -> str:
-    a, b = (int(x) for x in rng.integers(0, max_operand + 1, size=2))
-    op = ("+", "-", "*")[rng.integers(3)]
-    if op == "-" and b > a:
-        a, b = b, a
-    value = {"+": a + b, "-": a - b, "*": a * b}[op]
-    return f"{a} {op} {b} = {value}."
+    return draw_arithmetic_problems(rng, 1, max_operand=max_operand).equations[0]
 
 
 def _story(rng: np.random.Generator) -> str:

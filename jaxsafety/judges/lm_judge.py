@@ -64,19 +64,22 @@ import numpy as np
 from flax import nnx
 
 from jaxsafety.config import ConfigError, check, check_range
-from jaxsafety.models.generate import generate
+from jaxsafety.data.arithmetic import (
+    TERMINATOR,
+    check_ops,
+    draw_arithmetic_problems,
+    evaluate,
+    parse_arithmetic,
+)
+from jaxsafety.models.generate import SamplingConfig, generate
 from jaxsafety.models.gpt2 import GPT2, GPT2Config
+from jaxsafety.models.tokenizer import CharTokenizer
 from jaxsafety.models.transformer import CausalLM
 from jaxsafety.scaling.sampling import (
-    TERMINATOR,
     ArithmeticLM,
-    ArithmeticProblems,
-    CharTokenizer,
     _init_train_state,
     _model_and_optimizer,
     _optimizer,
-    _prompt_rows,
-    _sampling_config,
     _train_chunk,
 )
 from jaxsafety.train.optim import OptimizerConfig
@@ -88,6 +91,7 @@ __all__ = [
     "LMJudgeConfig",
     "generate_responses",
     "judge_prompt",
+    "judge_tokenizer",
     "make_generated_responses",
     "make_judge_task",
     "make_response_models",
@@ -96,9 +100,13 @@ __all__ = [
     "untrained_lm_judge",
 ]
 
-ALPHABET = "0123456789 +-*=.:?ABetr"  # starts with CharTokenizer's default alphabet: shared ids
+ALPHABET = "0123456789 +-*=.:?ABetr"  # starts with jaxsafety.data.arithmetic.ALPHABET: shared ids
 LABELS = ("A", "B")
-JUDGE_OPS = ("+", "-", "*")
+
+
+def judge_tokenizer() -> CharTokenizer:
+    """The judge's character tokenizer over :data:`ALPHABET` (EOS the arithmetic terminator ``"."``)."""
+    return CharTokenizer(ALPHABET, eos=TERMINATOR)
 
 
 def judge_prompt(instruction: str, response_a: str, response_b: str) -> str:
@@ -110,8 +118,7 @@ def _answer(instruction: str) -> int:
     if instruction.isdigit():  # copy task: the answer is the number itself
         return int(instruction)
     a, op, b = instruction.split()
-    x, y = int(a), int(b)
-    return x + y if op == "+" else x - y if op == "-" else x * y
+    return evaluate(int(a), op, int(b))
 
 
 def preference_label(instruction: str, response_a: str, response_b: str) -> int:
@@ -168,13 +175,6 @@ def _malformed(rng: np.random.Generator, answer: str, max_len: int) -> str:
             return text
 
 
-def _check_ops(ops: Sequence[str]) -> tuple[str, ...]:
-    ops_t = tuple(ops)
-    ok = len(set(ops_t)) == len(ops_t) and all(o in JUDGE_OPS for o in ops_t)
-    check(ok, "ops", ops, "a tuple of distinct operators from '+', '-', '*' (empty: the copy task)")
-    return ops_t
-
-
 def make_judge_task(
     num_instructions: int, *, seed: int, max_operand: int = 4, ops: Sequence[str] = ("+",)
 ) -> tuple[list[str], np.ndarray]:
@@ -184,16 +184,10 @@ def make_judge_task(
     check_range("num_instructions", num_instructions, ge=1, integer=True)
     check_range("seed", seed, ge=0, integer=True)
     check_range("max_operand", max_operand, ge=1, le=99, integer=True)
-    ops = _check_ops(ops)
+    ops = check_ops(ops, allow_empty=True)
     rng = np.random.default_rng([seed, 23])
-    a, b = rng.integers(0, max_operand + 1, size=(2, num_instructions))
-    op = np.asarray(ops or ("+",))[rng.integers(max(len(ops), 1), size=num_instructions)]
-    swap = (op == "-") & (b > a)
-    a, b = np.where(swap, b, a), np.where(swap, a, b)
-    if not ops:
-        instructions = [str(x) for x in a.tolist()]
-    else:
-        instructions = [f"{x} {o} {y}" for x, o, y in zip(a.tolist(), op.tolist(), b.tolist(), strict=True)]
+    problems = draw_arithmetic_problems(rng, num_instructions, max_operand=max_operand, ops=ops or ("+",))
+    instructions = [str(x) for x in problems.a.tolist()] if not ops else list(problems.instructions)
     return instructions, np.asarray([_answer(s) for s in instructions], np.int64)
 
 
@@ -217,18 +211,6 @@ def make_response_models(
     return _task(instructions, responses)
 
 
-def _problems(instructions: Sequence[str]) -> ArithmeticProblems:
-    parts = [s.split() for s in instructions]
-    if not all(len(p) == 3 and p[0].isdigit() and p[2].isdigit() and p[1] in JUDGE_OPS for p in parts):
-        raise ConfigError(
-            "instructions", list(instructions)[:3], "strings 'a op b' (op one of '+', '-', '*')"
-        )
-    a = np.asarray([int(p[0]) for p in parts], np.int64)
-    b = np.asarray([int(p[2]) for p in parts], np.int64)
-    answers = np.asarray([_answer(s) for s in instructions], np.int64)
-    return ArithmeticProblems(a, tuple(p[1] for p in parts), b, answers)
-
-
 def generate_responses(
     lm: ArithmeticLM,
     instructions: Sequence[str],
@@ -245,13 +227,17 @@ def generate_responses(
     check_range("temperature", temperature, ge=0)
     if temperature > 0 and key is None:
         raise ConfigError("key", None, "a jax.random key when temperature > 0")
-    problems = _problems(instructions)
+    problems = parse_arithmetic(instructions)
     tok = lm.tokenizer
     longest = max(len(c) for c in problems.completions)
-    config = _sampling_config(temperature, 0, 1.0, longest, tok)
-    width = 1 + max(len(p) for p in problems.prompts)
-    rows = _prompt_rows(tok, problems, width)
-    out = generate(lm.model, rows, (rows != tok.pad_token_id).astype(np.int32), key, config)
+    config = SamplingConfig(
+        max_new_tokens=longest,
+        temperature=temperature,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
+    rows, mask = tok.encode_batch(problems.prompts, left=True)
+    out = generate(lm.model, rows, mask, key, config)
     texts = [tok.decode(t).split(TERMINATOR)[0].strip() for t in np.asarray(out.tokens).tolist()]
     return [t[:max_chars] if max_chars is not None else t for t in texts]
 
@@ -320,7 +306,7 @@ class LMJudgeConfig:
         check_range("p_correct", self.p_correct, ge=0, le=1)
         check_range("equation_fraction", self.equation_fraction, ge=0, lt=1)
         check_range("malformed_fraction", self.malformed_fraction, ge=0, le=1)
-        object.__setattr__(self, "ops", _check_ops(self.ops))
+        object.__setattr__(self, "ops", check_ops(self.ops, allow_empty=True))
         self.model_config()  # raises ConfigError naming the model field (e.g. n_heads)
         try:
             self.optim.resolve(self.steps)
@@ -347,7 +333,7 @@ class LMJudgeConfig:
 
     def model_config(self) -> GPT2Config:
         return GPT2Config(
-            vocab_size=CharTokenizer(ALPHABET).vocab_size,
+            vocab_size=judge_tokenizer().vocab_size,
             max_seq_len=self.seq_len,
             d_model=self.d_model,
             n_layers=self.n_layers,
@@ -478,7 +464,7 @@ def untrained_lm_judge(config: LMJudgeConfig = LMJudgeConfig(), *, seed: int) ->
     """A judge over a randomly initialised model (for exactness tests of the judge code path)."""
     check_range("seed", seed, ge=0, integer=True)
     model = GPT2(config.model_config(), rngs=nnx.Rngs(jax.random.key(seed)))
-    return LMJudge(model, CharTokenizer(ALPHABET), config)
+    return LMJudge(model, judge_tokenizer(), config)
 
 
 def train_lm_judge(config: LMJudgeConfig = LMJudgeConfig(), *, seed: int, chunk_steps: int = 500) -> LMJudge:
@@ -487,7 +473,7 @@ def train_lm_judge(config: LMJudgeConfig = LMJudgeConfig(), *, seed: int, chunk_
     only how the jitted ``fori_loop`` is chunked, not the result."""
     check_range("seed", seed, ge=0, integer=True)
     check_range("chunk_steps", chunk_steps, ge=1, integer=True)
-    tok = CharTokenizer(ALPHABET)
+    tok = judge_tokenizer()
     table = _training_table(config, tok, seed)
     k_init, k_data = jax.random.split(jax.random.key(seed))
     tx = _optimizer(config.optim, config.steps)

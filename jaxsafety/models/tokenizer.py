@@ -1,23 +1,125 @@
-"""Tokenizers for the model zoo: load a local HF tokenizer, train a byte-level BPE, pack a corpus into rows.
+"""Tokenizers for the model zoo: a character-level tokenizer for synthetic tasks; load a local HF tokenizer, train a
+byte-level BPE, pack a corpus into rows.
 
-Tokenizers are HF ``PreTrainedTokenizerFast`` objects (backed by the Rust ``tokenizers`` library), so a tokenizer
-trained here is saved with ``tok.save_pretrained(dir)`` next to an HF-format model and loads back with
+:class:`CharTokenizer` (pad 0, BOS 1, then one id per character) is for tasks over a small alphabet, where a
+number's tokens must be its digits (arithmetic; see :mod:`jaxsafety.data.arithmetic`). The other tokenizers are HF
+``PreTrainedTokenizerFast`` objects (backed by the Rust ``tokenizers`` library), so a tokenizer trained here is
+saved with ``tok.save_pretrained(dir)`` next to an HF-format model and loads back with
 ``AutoTokenizer.from_pretrained(dir)`` (or :func:`load_tokenizer`). Nothing is downloaded: paths are local.
+``transformers`` is imported only by the functions that need it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
-from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
-from jaxsafety.config import check, check_range
+from jaxsafety.config import ConfigError, check, check_range
 
-__all__ = ["encode_corpus", "load_tokenizer", "train_bpe_tokenizer"]
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerFast
+
+__all__ = ["CharTokenizer", "encode_corpus", "load_tokenizer", "train_bpe_tokenizer"]
 
 BYTE_ALPHABET_SIZE = 256  # byte-level BPE starts from one token per byte
+
+
+@dataclasses.dataclass(frozen=True)
+class CharTokenizer:
+    """Character-level tokenizer: id 0 = pad, 1 = BOS, then ``2 + i`` for character ``alphabet[i]``.
+
+    Every string over ``alphabet`` has exactly one encoding (one token per character), so the probability of a
+    string is one product of next-token probabilities; digits are single tokens, so a number's tokens are its
+    decimal digits (a BPE would merge frequent digit strings and make an answer's tokens depend on the number).
+    ``eos`` (None: no EOS) is a character of ``alphabet`` that ends a sequence: generation stops after it
+    (:data:`jaxsafety.data.arithmetic.TERMINATOR` for arithmetic). Frozen and hashable: usable as a static
+    argument and a config field. Shapes: ``encode`` gives a list, :meth:`encode_batch` int32 ``[B, width]``.
+    """
+
+    alphabet: str
+    eos: str | None = None
+
+    pad_token_id: ClassVar[int] = 0
+    bos_token_id: ClassVar[int] = 1
+    num_special: ClassVar[int] = 2
+
+    def __post_init__(self) -> None:
+        check(
+            isinstance(self.alphabet, str)
+            and len(self.alphabet) >= 1
+            and len(set(self.alphabet)) == len(self.alphabet),
+            "alphabet",
+            self.alphabet,
+            "a non-empty string of distinct characters",
+        )
+        if self.eos is not None:
+            check(
+                self.eos in tuple(self.alphabet),
+                "eos",
+                self.eos,
+                f"None or one character of {self.alphabet!r}",
+            )
+
+    @classmethod
+    def from_texts(cls, texts: Iterable[str], *, eos: str | None = None) -> CharTokenizer:
+        """The tokenizer whose alphabet is the sorted set of characters of ``texts`` (plus ``eos``)."""
+        chars = {c for t in texts for c in t}
+        if eos is not None:
+            chars.add(eos)
+        return cls("".join(sorted(chars)), eos)
+
+    @property
+    def vocab_size(self) -> int:
+        return self.num_special + len(self.alphabet)
+
+    def __len__(self) -> int:
+        return self.vocab_size
+
+    @property
+    def eos_token_id(self) -> int | None:
+        """Id of ``eos`` (None when the tokenizer has no EOS)."""
+        return None if self.eos is None else self.token_id(self.eos)
+
+    def token_id(self, char: str) -> int:
+        """Id of one character of ``alphabet``; ``ValueError`` for anything else."""
+        i = self.alphabet.find(char) if isinstance(char, str) and len(char) == 1 else -1
+        if i < 0:
+            raise ValueError(
+                f"char={char!r} is invalid: accepted values are single characters of the alphabet {self.alphabet!r}"
+            )
+        return self.num_special + i
+
+    def encode(self, text: str, *, bos: bool = False) -> list[int]:
+        """Token ids of ``text``, one per character, with a leading BOS if ``bos``."""
+        return [self.bos_token_id] * bos + [self.token_id(c) for c in text]
+
+    def decode(self, ids: Iterable[int]) -> str:
+        """Text of ``ids``, skipping pad and BOS."""
+        return "".join(self.alphabet[i - self.num_special] for i in map(int, ids) if i >= self.num_special)
+
+    def encode_batch(
+        self, texts: Sequence[str], *, bos: bool = True, width: int | None = None, left: bool = False
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Padded rows: ``tokens, mask`` int32 ``[len(texts), width]`` (``width`` None: the longest row), rows
+        ``[BOS] + text`` (BOS if ``bos``) LEFT-padded if ``left`` (the prompt layout of
+        :func:`~jaxsafety.models.generate.generate`), else RIGHT-padded (teacher forcing), pad id 0, mask 1 on real
+        tokens. Raises :class:`~jaxsafety.config.ConfigError` (field ``width``) if a row does not fit."""
+        rows = [self.encode(t, bos=bos) for t in texts]
+        longest = max((len(r) for r in rows), default=0)
+        width = longest if width is None else width
+        if width < longest:
+            raise ConfigError("width", width, f"at least the longest row ({longest} tokens)")
+        tokens = np.full((len(rows), width), self.pad_token_id, np.int32)
+        mask = np.zeros((len(rows), width), np.int32)
+        for i, r in enumerate(rows):
+            cols = slice(width - len(r), width) if left else slice(0, len(r))
+            tokens[i, cols] = r
+            mask[i, cols] = 1
+        return tokens, mask
 
 
 def load_tokenizer(path: str | Path) -> PreTrainedTokenizerFast:
@@ -25,6 +127,8 @@ def load_tokenizer(path: str | Path) -> PreTrainedTokenizerFast:
 
     If it has no pad token (HF GPT-2 has none), the EOS token doubles as pad token.
     """
+    from transformers import AutoTokenizer
+
     tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
     if tok.pad_token is None and tok.eos_token is not None:
         tok.pad_token = tok.eos_token
@@ -48,6 +152,7 @@ def train_bpe_tokenizer(
     in ``texts``. Save with ``tok.save_pretrained(dir)``.
     """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
 
     special_tokens = tuple(special_tokens)
     check(len(special_tokens) >= 1, "special_tokens", special_tokens, "a non-empty sequence of strings")

@@ -4,9 +4,10 @@ The inference-compute study (Schaeffer et al. 2025, arXiv 2502.17578) fits a dis
 single-attempt success probabilities ``p_i`` to success counts ``c_i`` out of ``n`` attempts. This module makes
 such counts from a real model of the zoo, end to end and seeded:
 
-1. :func:`arithmetic_problems`: a set of distinct problems ``"12 + 7 ="`` with integer answers;
+1. :func:`~jaxsafety.data.arithmetic.arithmetic_problems`: a set of distinct problems ``"12 + 7 ="`` with
+   integer answers (the task lives in :mod:`jaxsafety.data.arithmetic`);
 2. :func:`train_arithmetic_lm`: a tiny GPT-2 / Llama trained (partly: ``steps`` is the knob) on equation lines
-   ``"12 + 7 = 19."`` with a character-level tokenizer, in jitted ``lax.fori_loop`` chunks of the zoo's train
+   ``"12 + 7 = 19."`` with the character-level :func:`arithmetic_tokenizer`, in jitted ``lax.fori_loop`` chunks of the zoo's train
    step. It trains on the same problem distribution the problems are drawn from, so the problems are (mostly)
    seen ones: ``p_i`` measures how well each was learned, which is what spreads it between 0 and 1;
 3. :func:`sample_attempts` / :func:`sample_success_counts`: ``n`` sampled completions per problem with the zoo's
@@ -27,7 +28,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Sequence
 from typing import Literal, NamedTuple
 
 import jax
@@ -36,209 +36,60 @@ import numpy as np
 import optax
 from flax import nnx
 
-from jaxsafety.config import ConfigError, check, check_choice, check_range
+from jaxsafety.config import ConfigError, check_choice, check_range
+from jaxsafety.data.arithmetic import (
+    ALPHABET,
+    OPS,
+    TERMINATOR,
+    ArithmeticProblems,
+    all_arithmetic_problems,
+    check_ops,
+    evaluate,
+)
 from jaxsafety.models.generate import SamplingConfig, generate, sampling_logits, token_logprobs
 from jaxsafety.models.gpt2 import GPT2, GPT2Config
 from jaxsafety.models.llama import Llama, LlamaConfig
+from jaxsafety.models.tokenizer import CharTokenizer
 from jaxsafety.models.transformer import CausalLM
 from jaxsafety.train.lm import make_lm_train_step
 from jaxsafety.train.optim import OptimizerConfig, make_optimizer
 from jaxsafety.train.progress import progress
 
 __all__ = [
-    "OPS",
     "ArithmeticLM",
     "ArithmeticLMConfig",
-    "ArithmeticProblems",
-    "CharTokenizer",
-    "arithmetic_problems",
+    "arithmetic_tokenizer",
     "exact_success_probability",
     "sample_attempts",
     "sample_success_counts",
     "train_arithmetic_lm",
 ]
 
-OPS = ("+", "-", "*")
-TERMINATOR = "."  # ends every answer; the sampler's EOS token
 
-# ----------------------------------------------------------------------------------------------------------------
-# problems
-
-
-def _check_ops(ops: Sequence[str], field: str = "ops") -> tuple[str, ...]:
-    ops_t = tuple(ops) if isinstance(ops, list | tuple) else (ops,)
-    ok = len(ops_t) >= 1 and len(set(ops_t)) == len(ops_t) and all(o in OPS for o in ops_t)
-    check(ok, field, ops, "a non-empty tuple of distinct operators from '+', '-', '*'")
-    return ops_t
-
-
-def _evaluate(a: int, op: str, b: int) -> int:
-    return a + b if op == "+" else a - b if op == "-" else a * b
-
-
-def _num_distinct(max_operand: int, ops: tuple[str, ...]) -> int:
-    """Distinct problems with operands in ``[0, max_operand]``: subtraction keeps only ``a >= b``."""
-    m = max_operand + 1
-    return sum(m * (m + 1) // 2 if op == "-" else m * m for op in ops)
-
-
-def _draw(rng: np.random.Generator, size: int, max_operand: int, ops: tuple[str, ...]):
-    """``size`` problems from the problem distribution: operator uniform over ``ops``, operands uniform in
-    ``[0, max_operand]``, swapped for subtraction when ``b > a`` (so answers are >= 0, as in the synthetic corpus)."""
-    op_idx = rng.integers(len(ops), size=size)
-    a, b = rng.integers(0, max_operand + 1, size=(2, size))
-    swap = (np.asarray(ops)[op_idx] == "-") & (b > a)
-    a, b = np.where(swap, b, a), np.where(swap, a, b)
-    return op_idx, a, b
-
-
-class ArithmeticProblems(NamedTuple):
-    """``P`` distinct arithmetic problems: prompt ``f"{a} {op} {b} ="``, answer ``a op b`` (an integer >= 0).
-
-    The completion counted as a success is exactly ``f" {answer}."`` (:attr:`completions`).
-    """
-
-    a: np.ndarray  # [P] int64 left operand
-    op: tuple[str, ...]  # [P] operator, one of OPS
-    b: np.ndarray  # [P] int64 right operand
-    answers: np.ndarray  # [P] int64
-
-    @property
-    def num_problems(self) -> int:
-        return int(self.answers.shape[0])
-
-    @property
-    def prompts(self) -> tuple[str, ...]:
-        return tuple(f"{a} {o} {b} =" for a, o, b in zip(self.a.tolist(), self.op, self.b.tolist()))
-
-    @property
-    def completions(self) -> tuple[str, ...]:
-        return tuple(f" {c}{TERMINATOR}" for c in self.answers.tolist())
-
-
-def arithmetic_problems(
-    num_problems: int, *, seed: int, max_operand: int, ops: Sequence[str] = OPS
-) -> ArithmeticProblems:
-    """``num_problems`` distinct problems drawn (without replacement) from the problem distribution: operator
-    uniform over ``ops``, operands uniform in ``[0, max_operand]``, swapped for ``-`` so the answer is >= 0; the
-    same distribution :func:`train_arithmetic_lm` trains on. Deterministic in ``seed`` (numpy stream
-    ``[seed, 11]``); order of first draw. Raises :class:`~jaxsafety.config.ConfigError` naming the bad field
-    (also when ``num_problems`` exceeds the number of distinct problems)."""
-    check_range("seed", seed, ge=0, integer=True)
-    check_range("max_operand", max_operand, ge=1, le=9999, integer=True)
-    ops_t = _check_ops(ops)
-    total = _num_distinct(max_operand, ops_t)
-    check_range("num_problems", num_problems, ge=1, le=total, integer=True)
-    rng = np.random.default_rng([seed, 11])
-    seen: dict[tuple[int, int, int], None] = {}  # insertion-ordered: deterministic
-    while len(seen) < num_problems:
-        for key in zip(*(x.tolist() for x in _draw(rng, 2 * num_problems, max_operand, ops_t))):
-            seen.setdefault(key, None)
-            if len(seen) == num_problems:
-                break
-    op_idx, a, b = (np.asarray(x, np.int64) for x in zip(*seen))
-    op = tuple(ops_t[i] for i in op_idx.tolist())
-    answers = np.asarray([_evaluate(x, o, y) for x, o, y in zip(a.tolist(), op, b.tolist())], np.int64)
-    return ArithmeticProblems(a, op, b, answers)
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# tokenizer
-
-
-@dataclasses.dataclass(frozen=True)
-class CharTokenizer:
-    """Character-level tokenizer for equations: id 0 = pad, 1 = BOS, then one id per character of ``alphabet``.
-
-    Digits are single tokens, so a number's tokens are its decimal digits (a BPE would merge frequent digit
-    strings into tokens of varying length and make the answer's token sequence depend on the number). Every
-    string over ``alphabet`` has exactly one encoding. Hashable."""
-
-    alphabet: str = "0123456789 +-*=" + TERMINATOR
-    pad_token_id: int = 0
-    bos_token_id: int = 1
-
-    def __post_init__(self) -> None:
-        check(
-            len(set(self.alphabet)) == len(self.alphabet) and TERMINATOR in self.alphabet,
-            "alphabet",
-            self.alphabet,
-            f"distinct characters including the terminator {TERMINATOR!r}",
-        )
-
-    @property
-    def vocab_size(self) -> int:
-        return 2 + len(self.alphabet)
-
-    @property
-    def eos_token_id(self) -> int:
-        """The terminator ``"."``: generation of a row stops after it."""
-        return self.token_id(TERMINATOR)
-
-    def token_id(self, char: str) -> int:
-        i = self.alphabet.find(char)
-        if len(char) != 1 or i < 0:
-            raise ValueError(
-                f"char={char!r} is invalid: accepted values are single characters of the alphabet"
-            )
-        return 2 + i
-
-    def encode(self, text: str) -> list[int]:
-        """Token ids of ``text`` (no BOS)."""
-        return [self.token_id(c) for c in text]
-
-    def decode(self, ids: Sequence[int]) -> str:
-        """Text of ``ids``, skipping pad and BOS."""
-        return "".join(self.alphabet[i - 2] for i in map(int, ids) if i >= 2)
+def arithmetic_tokenizer() -> CharTokenizer:
+    """The character tokenizer of the arithmetic LMs: :data:`~jaxsafety.data.arithmetic.ALPHABET`, EOS the
+    terminator ``"."``."""
+    return CharTokenizer(ALPHABET, eos=TERMINATOR)
 
 
 def _prompt_rows(tok: CharTokenizer, problems: ArithmeticProblems, width: int) -> np.ndarray:
     """``[BOS] + prompt``, LEFT-padded to ``width``: int32 ``[P, width]`` (mask: ``!= pad``)."""
-    rows = np.full((problems.num_problems, width), tok.pad_token_id, np.int32)
-    for i, p in enumerate(problems.prompts):
-        ids = [tok.bos_token_id, *tok.encode(p)]
-        rows[i, width - len(ids) :] = ids
-    return rows
+    return tok.encode_batch(problems.prompts, width=width, left=True)[0]
 
 
 def _completion_rows(tok: CharTokenizer, problems: ArithmeticProblems, width: int) -> np.ndarray:
     """Completion ids RIGHT-padded with -1 to ``width``: int32 ``[P, width]``."""
-    rows = np.full((problems.num_problems, width), -1, np.int32)
-    for i, c in enumerate(problems.completions):
-        rows[i, : len(c)] = tok.encode(c)
-    return rows
+    tokens, mask = tok.encode_batch(problems.completions, bos=False, width=width)
+    return np.where(mask > 0, tokens, -1).astype(np.int32)
 
 
 def _equation_rows(tok: CharTokenizer, problems: ArithmeticProblems, width: int | None = None):
     """Teacher-forcing rows ``[BOS] + prompt + completion`` RIGHT-padded: ``tokens, mask, completion_mask``, each
     int32 ``[P, width]`` (``width`` None: the longest row)."""
-    seqs = [
-        ([tok.bos_token_id, *tok.encode(p)], tok.encode(c))
-        for p, c in zip(problems.prompts, problems.completions)
-    ]
-    width = width or max(len(p) + len(c) for p, c in seqs)
-    tokens = np.full((len(seqs), width), tok.pad_token_id, np.int32)
-    mask = np.zeros((len(seqs), width), np.int32)
-    completion = np.zeros((len(seqs), width), np.int32)
-    for i, (p, c) in enumerate(seqs):
-        tokens[i, : len(p) + len(c)] = p + c
-        mask[i, : len(p) + len(c)] = 1
-        completion[i, len(p) : len(p) + len(c)] = 1
-    return tokens, mask, completion
-
-
-def _all_problems(max_operand: int, ops: tuple[str, ...]) -> ArithmeticProblems:
-    """Every ``(op, a, b)`` cell of the training table, ``len(ops) * (max_operand + 1)^2`` rows, with subtraction
-    cells ``b > a`` holding the swapped problem: a uniform draw of a row is a draw from the problem distribution."""
-    m = max_operand + 1
-    op_idx, a, b = (
-        x.ravel() for x in np.meshgrid(np.arange(len(ops)), np.arange(m), np.arange(m), indexing="ij")
-    )
-    swap = (np.asarray(ops)[op_idx] == "-") & (b > a)
-    a, b = np.where(swap, b, a), np.where(swap, a, b)
-    op = tuple(ops[i] for i in op_idx.tolist())
-    answers = np.asarray([_evaluate(x, o, y) for x, o, y in zip(a.tolist(), op, b.tolist())], np.int64)
-    return ArithmeticProblems(a.astype(np.int64), op, b.astype(np.int64), answers)
+    tokens, mask = tok.encode_batch(problems.equations, width=width)
+    start = 1 + np.asarray([len(p) for p in problems.prompts])[:, None]  # BOS + prompt
+    completion = (np.arange(tokens.shape[1])[None, :] >= start) & (mask > 0)
+    return tokens, mask, completion.astype(np.int32)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -251,7 +102,8 @@ class ArithmeticLMConfig:
 
     Each training row is one equation ``[BOS] a op b = answer.`` right-padded; the loss is on the completion
     ``" answer."`` only (the operands are uniform noise, nothing to learn). Equations are drawn uniformly from the
-    ``len(ops) * (max_operand + 1)^2`` table of :func:`arithmetic_problems`' distribution, inside the jitted run.
+    table :func:`~jaxsafety.data.arithmetic.all_arithmetic_problems` inside the jitted run: the problem
+    distribution that :func:`~jaxsafety.data.arithmetic.arithmetic_problems` draws evaluation problems from.
     ``steps`` and ``max_operand`` set how well it learns: few steps / large operands leave many problems with
     success probabilities strictly between 0 and 1 and a tail near 0 (multiplication of large operands).
     ``d_ff=None``: 4 d_model (gpt2) or 8/3 d_model rounded up to a multiple of 8 (llama).
@@ -285,7 +137,7 @@ class ArithmeticLMConfig:
             check_range("d_ff", self.d_ff, ge=1, integer=True)
         check_range("max_operand", self.max_operand, ge=1, le=9999, integer=True)
         # a list (YAML / CLI) or a single operator string becomes a tuple: the config stays hashable
-        object.__setattr__(self, "ops", _check_ops(self.ops))
+        object.__setattr__(self, "ops", check_ops(self.ops))
         self.model_config()  # raises ConfigError naming the model field
         try:
             self.optim.resolve(self.steps)
@@ -297,13 +149,13 @@ class ArithmeticLMConfig:
         """Longest training row: BOS + prompt + completion at the largest operands."""
         m = self.max_operand
         prompt = max(len(f"{m} {o} {m} =") for o in self.ops)
-        answer = max(len(str(_evaluate(m, o, 0 if o == "-" else m))) for o in self.ops)
+        answer = max(len(str(evaluate(m, o, 0 if o == "-" else m))) for o in self.ops)
         return 1 + prompt + len(" .") + answer
 
     def model_config(self) -> GPT2Config | LlamaConfig:
         """The model's config: vocabulary of :class:`CharTokenizer`, context ``seq_len``."""
         common = {
-            "vocab_size": CharTokenizer().vocab_size,
+            "vocab_size": arithmetic_tokenizer().vocab_size,
             "max_seq_len": self.seq_len,
             "d_model": self.d_model,
             "n_layers": self.n_layers,
@@ -374,9 +226,9 @@ def train_arithmetic_lm(
     """
     check_range("seed", seed, ge=0, integer=True)
     check_range("chunk_steps", chunk_steps, ge=1, integer=True)
-    tok = CharTokenizer()
+    tok = arithmetic_tokenizer()
     tokens, mask, completion = _equation_rows(
-        tok, _all_problems(config.max_operand, config.ops), config.seq_len
+        tok, all_arithmetic_problems(config.max_operand, config.ops), config.seq_len
     )
     # loss on the completion " answer." only (lm_target_mask: target t counts iff loss_mask[t] and mask[t - 1])
     table = (jnp.asarray(tokens), jnp.asarray(mask), jnp.asarray(completion))

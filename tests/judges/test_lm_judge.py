@@ -217,11 +217,10 @@ def test_training_rows_hold_one_correct_answer_and_malformed_wrong_ones():
     """The judge's training table: every judge row has exactly one correct response, labelled by
     preference_label; about ``malformed_fraction`` of the wrong ones are malformed (not a number within
     ``max_offset`` of the answer); equation rows carry the loss on the answer only."""
-    from jaxsafety.judges.lm_judge import ALPHABET, _training_table
-    from jaxsafety.scaling.sampling import CharTokenizer
+    from jaxsafety.judges.lm_judge import _training_table, judge_tokenizer
 
     cfg = dataclasses.replace(ARITH, num_train=2000)
-    tok = CharTokenizer(ALPHABET)
+    tok = judge_tokenizer()
     tokens, mask, loss_mask = (np.asarray(x) for x in _training_table(cfg, tok, seed=3))
     judged, malformed = 0, 0
     for row, m, lm in zip(tokens, mask, loss_mask, strict=True):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from jaxsafety.config import ConfigError
-from jaxsafety.models.tokenizer import encode_corpus, load_tokenizer, train_bpe_tokenizer
+from jaxsafety.models.tokenizer import CharTokenizer, encode_corpus, load_tokenizer, train_bpe_tokenizer
 
 TEXTS = [
     "The cat sat on the mat. The dog sat on the log.",
@@ -77,3 +77,49 @@ def test_encode_corpus_packs_documents_with_eos(tok):
 def test_encode_corpus_too_short(tok):
     with pytest.raises(ValueError, match="fewer than seq_len=1000"):
         encode_corpus(tok, ["short"], 1000)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the character tokenizer
+
+
+def test_char_tokenizer_round_trip_and_ids():
+    tok = CharTokenizer("0123456789 +-*=.", eos=".")
+    text = "12 * 7 = 84."
+    ids = tok.encode(text)
+    assert ids == [2 + "0123456789 +-*=.".index(c) for c in text]  # one id per character, after pad and BOS
+    assert tok.encode(text, bos=True) == [tok.bos_token_id, *ids]
+    assert tok.decode([tok.bos_token_id, *ids, tok.pad_token_id]) == text
+    assert (tok.pad_token_id, tok.bos_token_id, tok.eos_token_id) == (0, 1, tok.encode(".")[0])
+    assert tok.vocab_size == len(tok) == 18
+    assert CharTokenizer("ab").eos_token_id is None
+    assert CharTokenizer.from_texts(["ba", "ca"], eos="\n") == CharTokenizer("\nabc", eos="\n")
+    assert hash(tok) == hash(CharTokenizer("0123456789 +-*=.", eos="."))  # frozen: a static jit argument
+    with pytest.raises(ValueError, match="char='/'"):
+        tok.encode("1 / 2")
+
+
+def test_char_tokenizer_batches_against_a_loop():
+    tok = CharTokenizer("abc")
+    texts = ["a", "abc", "cb"]
+    for left in (False, True):
+        tokens, mask = tok.encode_batch(texts, width=6, left=left)
+        assert tokens.shape == mask.shape == (3, 6) and tokens.dtype == mask.dtype == np.int32
+        for row, m, text in zip(tokens.tolist(), mask.tolist(), texts, strict=True):
+            ids = [1, *(2 + "abc".index(c) for c in text)]
+            pad = [0] * (6 - len(ids))
+            assert row == (pad + ids if left else ids + pad)
+            assert m == ([0] * len(pad) + [1] * len(ids) if left else [1] * len(ids) + [0] * len(pad))
+    tokens, _ = tok.encode_batch(texts, bos=False)
+    assert tokens.shape == (3, 3) and tokens[0].tolist() == [2, 0, 0]
+    with pytest.raises(ConfigError, match=r"^width=3 .*at least the longest row \(4 tokens\)"):
+        tok.encode_batch(texts, width=3)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"), [({"alphabet": "aa"}, "alphabet"), ({"alphabet": ""}, "alphabet"),
+                          ({"alphabet": "ab", "eos": "c"}, "eos"), ({"alphabet": "ab", "eos": "ab"}, "eos")]
+)  # fmt: skip
+def test_char_tokenizer_validation(kwargs, field):
+    with pytest.raises(ConfigError, match=rf"^{field}="):
+        CharTokenizer(**kwargs)

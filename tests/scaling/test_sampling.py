@@ -1,6 +1,6 @@
-"""Arithmetic problems against an independent evaluation of their prompts; the exact success probability against a
-plain teacher-forcing loop without padding or batching; sampled success frequencies of the KV-cache sampler against
-the exact probabilities (binomial tests per problem and a chi-square over problems); validation errors.
+"""The exact success probability against a plain teacher-forcing loop without padding or batching; sampled success
+frequencies of the KV-cache sampler against the exact probabilities (binomial tests per problem and a chi-square
+over problems); validation errors.
 
 One tiny model is trained once per module (a few seconds); the sampling tests share one batch shape, so the
 sampler compiles once.
@@ -9,8 +9,6 @@ sampler compiles once.
 from __future__ import annotations
 
 import functools
-import operator
-import re
 
 import jax
 import numpy as np
@@ -19,10 +17,9 @@ import scipy.stats
 from flax import nnx
 
 from jaxsafety.config import ConfigError
+from jaxsafety.data.arithmetic import arithmetic_problems
 from jaxsafety.scaling.sampling import (
     ArithmeticLMConfig,
-    CharTokenizer,
-    arithmetic_problems,
     exact_success_probability,
     sample_attempts,
     sample_success_counts,
@@ -32,8 +29,6 @@ from jaxsafety.scaling.sampling import (
 TINY = ArithmeticLMConfig(d_model=32, n_layers=2, n_heads=4, max_operand=9, steps=150, batch_size=64)
 BATCH = 2000  # every sampling call below decodes [2000, 8] prompts for 4 tokens: one compilation
 NEW_TOKENS = 4  # " 81." is the longest completion with operands <= 9
-
-_PY_OPS = {"+": operator.add, "-": operator.sub, "*": operator.mul}
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -48,58 +43,7 @@ def lm():
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# problems and tokenizer
-
-
-def test_problems_are_deterministic_distinct_and_correct():
-    probs = arithmetic_problems(60, seed=3, max_operand=25)
-    again = arithmetic_problems(60, seed=3, max_operand=25)
-    other = arithmetic_problems(60, seed=4, max_operand=25)
-    assert probs.prompts == again.prompts and np.array_equal(probs.answers, again.answers)
-    assert probs.prompts != other.prompts
-    assert len(set(probs.prompts)) == 60
-    for prompt, completion, answer in zip(probs.prompts, probs.completions, probs.answers.tolist()):
-        m = re.fullmatch(r"(\d+) ([-+*]) (\d+) =", prompt)  # parsed from the text, not from the fields
-        assert m is not None, prompt
-        a, op, b = int(m[1]), m[2], int(m[3])
-        assert 0 <= a <= 25 and 0 <= b <= 25
-        assert answer == _PY_OPS[op](a, b) >= 0
-        assert completion == f" {answer}."
-    assert set(probs.op) == {"+", "-", "*"}  # 60 draws over three operators
-
-
-def test_problems_exhaust_the_distinct_set_and_respect_ops():
-    probs = arithmetic_problems(10, seed=0, max_operand=3, ops=("-",))  # a >= b: 4 * 5 / 2 = 10 problems
-    assert sorted(zip(probs.a.tolist(), probs.b.tolist())) == [(a, b) for a in range(4) for b in range(a + 1)]
-    assert set(probs.op) == {"-"}
-
-
-def test_tokenizer_round_trip():
-    tok = CharTokenizer()
-    text = "12 * 7 = 84."
-    ids = tok.encode(text)
-    assert len(ids) == len(text) and min(ids) >= 2 and max(ids) < tok.vocab_size
-    assert tok.decode([tok.bos_token_id, *ids, tok.pad_token_id]) == text
-    assert tok.eos_token_id == tok.encode(".")[0]
-    with pytest.raises(ValueError, match="char='/'"):
-        tok.encode("1 / 2")
-
-
-@pytest.mark.parametrize(
-    ("kwargs", "field"),
-    [
-        ({"num_problems": 11, "max_operand": 3, "ops": ("-",)}, "num_problems"),
-        ({"num_problems": 0, "max_operand": 3}, "num_problems"),
-        ({"num_problems": 5, "max_operand": 0}, "max_operand"),
-        ({"num_problems": 5, "max_operand": 9, "ops": ("/",)}, "ops"),
-        ({"num_problems": 5, "max_operand": 9, "ops": ("+", "+")}, "ops"),
-        ({"num_problems": 5, "max_operand": 9, "seed": -1}, "seed"),
-    ],
-)
-def test_problem_validation_names_the_field(kwargs, field):
-    kwargs = {"seed": 0, **kwargs}
-    with pytest.raises(ConfigError, match=rf"^{field}="):
-        arithmetic_problems(**kwargs)
+# config (the problems and the tokenizer are tested in tests/data/test_arithmetic.py, tests/models/test_tokenizer.py)
 
 
 @pytest.mark.parametrize(
