@@ -23,11 +23,13 @@ from jaxsafety.models.heads import ScoreModel, ScoreOutput, last_token_index
 from jaxsafety.models.hf import config_from_hf, config_to_hf, from_hf, to_hf
 from jaxsafety.models.hooks import Edit, Hooks, add, project_out, replace, scale
 from jaxsafety.models.llama import Llama, LlamaConfig, RopeScaling
+from jaxsafety.models.tokenizer import CharTokenizer
 from jaxsafety.models.transformer import CausalLM, KVCache, ModelOutput, positions_from_mask
 
 __all__ = [
     "GPT2",
     "CausalLM",
+    "CharTokenizer",
     "ContinuationScores",
     "Edit",
     "GPT2Config",
