@@ -49,6 +49,7 @@ from jaxsafety.config import check, check_choice
 from jaxsafety.models.gpt2 import GPT2, GPT2Config
 from jaxsafety.models.heads import ScoreModel
 from jaxsafety.models.llama import Llama, LlamaConfig, RopeScaling
+from jaxsafety.models.lora import has_lora, merge_lora
 from jaxsafety.models.transformer import CausalLM
 
 __all__ = ["config_from_hf", "config_to_hf", "from_hf", "to_hf"]
@@ -617,10 +618,14 @@ def to_hf(
     saves them; a :class:`ScoreModel`'s own LM head (``keep_lm_head``) is not written (HF classifiers have none).
 
     Atomic: everything is written to a fresh sibling directory and renamed into place, so ``path`` never holds a
-    half-written checkpoint. An existing ``path`` is replaced only if it is empty or a HF checkpoint (has a
-    config.json); anything else raises ``FileExistsError``.
+    half-written checkpoint. A model with LoRA adapters (:func:`~jaxsafety.models.lora.add_lora`) is written
+    with the adapters merged into its kernels (:func:`~jaxsafety.models.lora.merge_lora`). An existing ``path``
+    is replaced only if it is empty or a HF checkpoint (has a config.json); anything else raises
+    ``FileExistsError``.
     """
     path = Path(path)
+    if has_lora(model):  # LoRA adapters are folded into their kernels: HF gets the plain architecture
+        model = merge_lora(model)
     is_cls = isinstance(model, ScoreModel)
     lm = model.backbone if is_cls else model
     if not isinstance(lm, CausalLM):

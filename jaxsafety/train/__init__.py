@@ -2,6 +2,15 @@
 
 from jaxsafety.config import ConfigError, check, check_choice, check_range, parse_cli
 from jaxsafety.train.checkpoint import Checkpointer
+from jaxsafety.train.finetune import (
+    FinetuneConfig,
+    FinetuneResult,
+    LoRAConfig,
+    SFTData,
+    finetune,
+    sft_rows,
+    trainable_filter,
+)
 from jaxsafety.train.lm import (
     PretrainConfig,
     PretrainResult,
@@ -19,10 +28,14 @@ from jaxsafety.train.tracker import NoOpTracker, TensorBoardTracker, Tracker, lo
 __all__ = [
     "Checkpointer",
     "ConfigError",
+    "FinetuneConfig",
+    "FinetuneResult",
+    "LoRAConfig",
     "NoOpTracker",
     "OptimizerConfig",
     "PretrainConfig",
     "PretrainResult",
+    "SFTData",
     "TensorBoardTracker",
     "Tracker",
     "check",
@@ -30,6 +43,7 @@ __all__ = [
     "check_range",
     "cross_entropy",
     "evaluate_lm",
+    "finetune",
     "log_history",
     "make_lm_train_step",
     "make_optimizer",
@@ -42,4 +56,6 @@ __all__ = [
     "progress",
     "progress_enabled",
     "run_loop",
+    "sft_rows",
+    "trainable_filter",
 ]

@@ -129,7 +129,9 @@ def _lm_step(
 ) -> tuple[nnx.State, dict[str, jax.Array]]:
     """The train step of :func:`make_lm_train_step` (pure; ``graphdef`` and ``accum_steps`` static)."""
     model, optimizer = nnx.merge(graphdef, state)
-    model_def, params, rest = nnx.split(model, nnx.Param, ...)
+    # differentiate exactly what the optimizer updates (its ``wrt`` filter): frozen parameters sit in ``rest``,
+    # so jax.grad never forms their cotangents
+    model_def, params, rest = nnx.split(model, optimizer.wrt, ...)
 
     def summed_loss(p: nnx.State, tokens: jax.Array, mask: jax.Array, target: jax.Array):
         logits = nnx.merge(model_def, p, rest)(tokens, mask)
@@ -177,6 +179,10 @@ def make_lm_train_step(
     """Jitted ``step(state, batch) -> (state, metrics)`` for ``graphdef, state = nnx.split((model, optimizer))``.
 
     ``model(tokens, mask) -> logits [B, T, V]``; ``optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)``.
+    The step differentiates only the variables the optimizer's ``wrt`` filter selects; everything else is frozen
+    (no gradient is computed for it, and it leaves the step bit-identical). This is the one way to freeze
+    parameters: ``wrt=trainable_filter(freeze=("embed.*", "blocks.0.*"))`` freezes by path glob,
+    ``wrt=nnx.LoRAParam`` trains LoRA adapters only (:func:`~jaxsafety.train.finetune.trainable_filter`).
     ``batch``: ``{"tokens": int [B, T], "mask": [B, T]}`` plus optionally ``"loss_mask": [B, T]`` (module
     docstring). With ``accum_steps = k > 1`` the batch is split into ``k`` consecutive microbatches of ``B / k``
     rows (``B`` must be divisible by ``k``), a ``lax.scan`` sums the microbatches' gradients of their *summed*
