@@ -23,6 +23,7 @@ from jaxsafety.models.heads import ScoreModel, ScoreOutput, last_token_index
 from jaxsafety.models.hf import config_from_hf, config_to_hf, from_hf, to_hf
 from jaxsafety.models.hooks import Edit, Hooks, add, project_out, replace, scale
 from jaxsafety.models.llama import Llama, LlamaConfig, RopeScaling
+from jaxsafety.models.lora import LoRAConfig, LoRALinear, add_lora, merge_lora
 from jaxsafety.models.tokenizer import CharTokenizer
 from jaxsafety.models.transformer import CausalLM, KVCache, ModelOutput, positions_from_mask
 
@@ -38,18 +39,22 @@ __all__ = [
     "KVCache",
     "Llama",
     "LlamaConfig",
+    "LoRAConfig",
+    "LoRALinear",
     "ModelOutput",
     "RopeScaling",
     "SamplingConfig",
     "ScoreModel",
     "ScoreOutput",
     "add",
+    "add_lora",
     "config_from_hf",
     "config_to_hf",
     "from_hf",
     "generate",
     "last_token_index",
     "left_pad",
+    "merge_lora",
     "positions_from_mask",
     "project_out",
     "replace",
