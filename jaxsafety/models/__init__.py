@@ -24,6 +24,14 @@ from jaxsafety.models.hf import config_from_hf, config_to_hf, from_hf, to_hf
 from jaxsafety.models.hooks import Edit, Hooks, add, project_out, replace, scale
 from jaxsafety.models.llama import Llama, LlamaConfig, RopeScaling
 from jaxsafety.models.lora import LoRAConfig, LoRALinear, add_lora, merge_lora
+from jaxsafety.models.taps import (
+    LinearLayer,
+    Tap,
+    layer_taps,
+    linear_layers,
+    per_example_bias_grads,
+    per_example_kernel_grads,
+)
 from jaxsafety.models.tokenizer import CharTokenizer
 from jaxsafety.models.transformer import CausalLM, KVCache, ModelOutput, positions_from_mask
 
@@ -37,6 +45,7 @@ __all__ = [
     "GenerateOutput",
     "Hooks",
     "KVCache",
+    "LinearLayer",
     "Llama",
     "LlamaConfig",
     "LoRAConfig",
@@ -46,6 +55,7 @@ __all__ = [
     "SamplingConfig",
     "ScoreModel",
     "ScoreOutput",
+    "Tap",
     "add",
     "add_lora",
     "config_from_hf",
@@ -53,8 +63,12 @@ __all__ = [
     "from_hf",
     "generate",
     "last_token_index",
+    "layer_taps",
     "left_pad",
+    "linear_layers",
     "merge_lora",
+    "per_example_bias_grads",
+    "per_example_kernel_grads",
     "positions_from_mask",
     "project_out",
     "replace",
