@@ -15,7 +15,7 @@ from flax import nnx
 from jaxsafety.config import ConfigError
 from jaxsafety.data.corpus import CorpusConfig
 from jaxsafety.models import GPT2, GPT2Config, Llama, LlamaConfig
-from jaxsafety.train import Checkpointer, OptimizerConfig, make_optimizer
+from jaxsafety.train import Checkpointer, OptimizerConfig, make_optimizer, trainable_filter
 from jaxsafety.train.lm import (
     PretrainConfig,
     cross_entropy,
@@ -176,6 +176,65 @@ def test_accumulation_needs_divisible_batch():
         make_lm_train_step(graphdef, accum_steps=3)(state, _padded_batch())
     with pytest.raises(ConfigError, match="accum_steps=0"):
         make_lm_train_step(graphdef, accum_steps=0)
+
+
+def _count_dots(jaxpr) -> int:
+    """``dot_general`` equations in ``jaxpr`` and every sub-jaxpr (jit, scan, custom rules)."""
+    n = 0
+    for eqn in jaxpr.eqns:
+        n += eqn.primitive.name == "dot_general"
+        for v in eqn.params.values():
+            for sub in v if isinstance(v, tuple | list) else (v,):
+                inner = getattr(sub, "jaxpr", sub)
+                if hasattr(inner, "eqns"):
+                    n += _count_dots(inner)
+    return n
+
+
+def _flat(state) -> dict[str, np.ndarray]:
+    return {".".join(map(str, k)): np.asarray(v) for k, v in nnx.to_flat_state(jax.device_get(state))}
+
+
+def test_train_step_freezes_what_the_optimizer_does_not_update():
+    """An optimizer over ``trainable_filter(freeze)``: frozen parameters come out bit-identical, the others take
+    the closed-form SGD step of the full model's gradient (freezing changes no other gradient), the optimizer
+    holds no state for frozen ones, and no gradient is formed for them: the step has exactly one matmul less
+    per frozen matrix (its weight gradient; the tied embedding is also the LM head)."""
+    lr, batch = 0.5, _padded_batch()
+    freeze = ("embed.*", "blocks.0.attn.*")
+    frozen = {"embed.embedding"} | {
+        f"blocks.0.attn.{a}.{b}" for a in ("qkv", "out") for b in ("kernel", "bias")
+    }
+    model = _tiny("gpt2")
+    gd, p0, rest = nnx.split(model, nnx.Param, ...)
+
+    def loss_on(params):
+        m = nnx.merge(gd, params, rest)
+        return next_token_loss(
+            m(batch["tokens"], batch["mask"]), batch["tokens"], lm_target_mask(batch["mask"])
+        )[0]
+
+    p0_np, g_np = _flat(p0), _flat(jax.grad(loss_on)(p0))
+    tx = make_optimizer(OptimizerConfig(name="sgd", lr=lr, b1=0.0))
+    graphdef, state = nnx.split((model, nnx.Optimizer(model, tx, wrt=trainable_filter(freeze))))
+    step = make_lm_train_step(graphdef)
+    params = _flat(nnx.state(nnx.merge(graphdef, step(state, batch)[0])[0], nnx.Param))
+    assert params.keys() == p0_np.keys() and frozen < params.keys()
+    for name, value in params.items():
+        if name in frozen:
+            np.testing.assert_array_equal(value, p0_np[name], err_msg=name)
+        else:
+            np.testing.assert_allclose(value, p0_np[name] - lr * g_np[name], atol=1e-6, rtol=0, err_msg=name)
+            assert np.abs(g_np[name]).max() > 0, name
+    full_gd, full_state = nnx.split((model, nnx.Optimizer(model, tx, wrt=nnx.Param)))
+    dots_full = _count_dots(jax.make_jaxpr(make_lm_train_step(full_gd))(full_state, batch).jaxpr)
+    dots_frozen = _count_dots(jax.make_jaxpr(step)(state, batch).jaxpr)
+    assert dots_full - dots_frozen == 3, (dots_full, dots_frozen)  # qkv, out and the tied LM head
+    # Adam's moments exist for the trained parameters only
+    adam = nnx.Optimizer(model, make_optimizer(OptimizerConfig()), wrt=trainable_filter(freeze))
+    slots = [".".join(map(str, k)) for k, _ in nnx.to_flat_state(nnx.state(adam, nnx.OptState))]
+    mu = {p.split(".mu.", 1)[1] for p in slots if ".mu." in p}
+    assert mu == set(p0_np) - frozen
 
 
 def test_evaluate_lm_matches_one_big_batch():
