@@ -30,7 +30,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from jaxsafety.config import check_range, config_to_dict, parse_cli
-from jaxsafety.data.corpus import CorpusConfig, knowledge_base, text_file_corpus
+from jaxsafety.data import CorpusConfig, knowledge_base, text_file_corpus
 from jaxsafety.train import OptimizerConfig
 from jaxsafety.train.experiment import Run, start_run
 from jaxsafety.train.lm import PretrainConfig, PretrainResult, pretrain

@@ -3,7 +3,8 @@
 The synthetic corpus is built so that a tiny LM has something to learn beyond token frequencies, and so that
 studies built on the trained model (unlearning, influence, probing) know exactly which facts it saw:
 
-- **knowledge base** (:func:`knowledge_base`): fictional people, each with a fixed city, profession, favourite
+- **knowledge base** (:func:`~jaxsafety.data.knowledge.knowledge_base`, shared with the labelled knowledge data
+  of :mod:`jaxsafety.data.knowledge`): fictional people, each with a fixed city, profession, favourite
   colour, pet and birth year. A biography document states a few of one person's attributes in templates drawn at
   random (declarative sentences and ``Q: ... A: ...`` pairs), so an attribute is predictable only by memorising the
   fact, the template only by learning its phrasing;
@@ -26,76 +27,12 @@ import numpy as np
 
 from jaxsafety.config import check, check_range
 from jaxsafety.data.arithmetic import draw_arithmetic_problems
+from jaxsafety.data.knowledge import ATTRIBUTES, Entity, a_or_an, biography, knowledge_base
 
-__all__ = ["CorpusConfig", "Entity", "knowledge_base", "synthetic_corpus", "text_file_corpus"]
+__all__ = ["CorpusConfig", "synthetic_corpus", "text_file_corpus"]
 
 # ----------------------------------------------------------------------------------------------------------------
-# vocabularies (fixed lists: the corpus's surface forms never depend on anything but the seed)
-
-_ONSETS = ("b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z", "br", "dr", "kl", "st", "tr")
-_VOWELS = ("a", "e", "i", "o", "u", "ai", "ou")
-_CODAS = ("", "", "n", "r", "l", "s", "th", "x")
-CITIES = (
-    "Varnholm",
-    "Quillbridge",
-    "Ostrava Vale",
-    "Miradel",
-    "Thornwick",
-    "Saltmere",
-    "Kestrel Bay",
-    "Duncairn",
-    "Elmsford",
-    "Orrin Falls",
-    "Pellinor",
-    "Greyhaven",
-)
-PROFESSIONS = (
-    "baker",
-    "pilot",
-    "astronomer",
-    "carpenter",
-    "doctor",
-    "engineer",
-    "gardener",
-    "librarian",
-    "musician",
-    "painter",
-    "teacher",
-    "writer",
-)
-COLOURS = ("red", "blue", "green", "yellow", "purple", "orange", "silver", "black")
-PETS = ("cat", "dog", "parrot", "rabbit", "tortoise", "goldfish", "hamster", "owl")
-ATTRIBUTES = ("city", "profession", "colour", "pet", "birth_year")
-
-_FACT_TEMPLATES: dict[str, tuple[str, ...]] = {
-    "city": (
-        "{name} lives in {city}.",
-        "{name} has a home in {city}.",
-        "The city of {city} is where {name} lives.",
-        "Q: Where does {name} live? A: {city}.",
-    ),
-    "profession": (
-        "{name} works as {a_profession}.",
-        "By profession, {name} is {a_profession}.",
-        "{name} is {a_profession} by trade.",
-        "Q: What does {name} do? A: {name} is {a_profession}.",
-    ),
-    "colour": (
-        "The favourite colour of {name} is {colour}.",
-        "{name} likes the colour {colour} best.",
-        "Q: What is the favourite colour of {name}? A: {colour}.",
-    ),
-    "pet": (
-        "{name} owns a {pet}.",
-        "{name} has a pet {pet}.",
-        "Q: Which pet does {name} have? A: a {pet}.",
-    ),
-    "birth_year": (
-        "{name} was born in {birth_year}.",
-        "The birth year of {name} is {birth_year}.",
-        "Q: When was {name} born? A: in {birth_year}.",
-    ),
-}
+# story vocabularies (fixed lists: the corpus's surface forms never depend on anything but the seed)
 
 _CHARACTERS = (
     ("Anna", "she", "her"),
@@ -134,7 +71,7 @@ _STORY_ENDINGS = (
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# config and knowledge base
+# config
 
 
 @dataclasses.dataclass(frozen=True)
@@ -165,56 +102,6 @@ class CorpusConfig:
         check(total > 0, "story_weight", self.story_weight, "numbers >= 0 with kb + arithmetic + story > 0")
 
 
-@dataclasses.dataclass(frozen=True)
-class Entity:
-    """One fictional person of the knowledge base and their (fixed) attributes."""
-
-    name: str
-    city: str
-    profession: str
-    colour: str
-    pet: str
-    birth_year: int
-
-    def attribute(self, key: str) -> str:
-        """The attribute ``key`` (one of :data:`ATTRIBUTES`) as it appears in text."""
-        return str(getattr(self, key))
-
-
-def _syllable_word(rng: np.random.Generator, n_syllables: int) -> str:
-    parts = [
-        _ONSETS[rng.integers(len(_ONSETS))] + _VOWELS[rng.integers(len(_VOWELS))] for _ in range(n_syllables)
-    ]
-    parts[-1] += _CODAS[rng.integers(len(_CODAS))]
-    return "".join(parts).capitalize()
-
-
-def knowledge_base(config: CorpusConfig, seed: int) -> list[Entity]:
-    """The ``config.num_entities`` people that the corpus of ``(config, seed)`` talks about (unique names).
-
-    Names are two pronounceable made-up words (``"Dravin Kolu"``), so no fact can be known from pretraining on
-    real text; attributes are drawn uniformly and independently.
-    """
-    rng = np.random.default_rng([seed, 0])
-    names: dict[str, None] = {}  # insertion-ordered set
-    while len(names) < config.num_entities:
-        name = (
-            f"{_syllable_word(rng, int(rng.integers(2, 4)))} {_syllable_word(rng, int(rng.integers(1, 3)))}"
-        )
-        names.setdefault(name)
-    return [
-        Entity(
-            name=name,
-            city=CITIES[rng.integers(len(CITIES))],
-            profession=PROFESSIONS[rng.integers(len(PROFESSIONS))],
-            colour=COLOURS[rng.integers(len(COLOURS))],
-            pet=PETS[rng.integers(len(PETS))],
-            birth_year=int(rng.integers(1900, 2000)),
-        )
-        for name in names
-    ]
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # documents
 
@@ -223,18 +110,8 @@ def _pick(rng: np.random.Generator, options: tuple[str, ...]) -> str:
     return options[rng.integers(len(options))]
 
 
-def _article(word: str) -> str:
-    return ("an " if word[0] in "aeiou" else "a ") + word
-
-
 def _biography(rng: np.random.Generator, entity: Entity, n_facts: int) -> str:
-    keys = [ATTRIBUTES[i] for i in rng.permutation(len(ATTRIBUTES))[:n_facts]]
-    fields = {
-        "name": entity.name,
-        "a_profession": _article(entity.profession),
-        **{k: entity.attribute(k) for k in ATTRIBUTES},
-    }
-    return " ".join(_pick(rng, _FACT_TEMPLATES[k]).format(**fields) for k in keys)
+    return biography(rng, entity, n_facts, keys=ATTRIBUTES).text
 
 
 def _equation(rng: np.random.Generator, max_operand: int) -> str:
@@ -252,7 +129,7 @@ def _story(rng: np.random.Generator) -> str:
         "a_poss": a_poss,
         "place": _pick(rng, _PLACES),
         "adj": adj,
-        "a_adj": _article(adj),
+        "a_adj": a_or_an(adj),
         "obj": _pick(rng, _OBJECTS),
         "feeling": _pick(rng, _FEELINGS),
     }

@@ -7,16 +7,8 @@ import re
 import pytest
 
 from jaxsafety.config import ConfigError
-from jaxsafety.data.corpus import (
-    CITIES,
-    COLOURS,
-    PETS,
-    PROFESSIONS,
-    CorpusConfig,
-    knowledge_base,
-    synthetic_corpus,
-    text_file_corpus,
-)
+from jaxsafety.data import CorpusConfig, knowledge_base, synthetic_corpus, text_file_corpus
+from jaxsafety.data.knowledge import CITIES, COLOURS, PETS, PROFESSIONS
 
 CFG = CorpusConfig(num_documents=600, num_entities=30)
 
