@@ -1,23 +1,26 @@
-"""LoRA adapters (Hu et al. 2022, "LoRA: Low-Rank Adaptation of Large Language Models") on the zoo's dense layers.
+"""LoRA adapters (Hu et al. 2022, "LoRA: Low-Rank Adaptation of Large Language Models") on the zoo's
+dense layers.
 
-A LoRA layer computes ``y = x W + b + (alpha / r) (x A) B`` with the base kernel ``W [in, out]`` (and bias) frozen
-and only ``A [in, r]`` and ``B [r, out]`` trained. ``B`` starts at zero, so adding adapters leaves the model's
-function exactly unchanged; ``A`` starts uniform in ``+-1/sqrt(in)`` (PEFT's Kaiming-uniform default). Scaling by
-``alpha / r`` (Hu et al., section 4.1) keeps the update's size roughly independent of the rank.
+A LoRA layer computes ``y = x W + b + (alpha / r) (x A) B`` with the base kernel ``W [in, out]`` (and bias)
+frozen and only ``A [in, r]`` and ``B [r, out]`` trained. ``B`` starts at zero, so adding adapters leaves the
+model's function exactly unchanged; ``A`` starts uniform in ``+-1/sqrt(in)`` (PEFT's Kaiming-uniform default).
+Scaling by ``alpha / r`` (Hu et al., section 4.1) keeps the update's size roughly independent of the rank.
 
-The zoo fuses projections (``attn.qkv`` is ``q|k|v``, a SwiGLU ``mlp.up`` is ``gate|up``; kernels ``[in, out]``,
-see :mod:`jaxsafety.models.transformer`), so one adapter on ``attn.qkv`` is a single rank-``r`` update of the fused
-``[D, (H + 2 Hkv) Dh]`` matrix (PEFT's per-projection adapters would be three rank-``r`` updates).
+The zoo fuses projections (``attn.qkv`` is ``q|k|v``, a SwiGLU ``mlp.up`` is ``gate|up``; kernels ``[in,
+out]``, see :mod:`jaxsafety.models.transformer`), so one adapter on ``attn.qkv`` is a single rank-``r`` update
+of the fused ``[D, (H + 2 Hkv) Dh]`` matrix (PEFT's per-projection adapters would be three rank-``r``
+updates).
 
 Adapted layers keep the base layer's parameter paths (``blocks.0.attn.qkv.kernel``, ``...bias``) and add
 ``...lora_a`` / ``...lora_b`` as :class:`flax.nnx.LoRAParam` (a subclass of ``nnx.Param``): filter with
-``nnx.LoRAParam`` to train only the adapters. :func:`merge_lora` folds them into the kernels (``W + (alpha / r)
-A B``), giving back the plain architecture; :func:`~jaxsafety.models.hf.to_hf` merges before writing.
+``nnx.LoRAParam`` to train only the adapters. :func:`merge_lora` folds them into the kernels (``W + (alpha /
+r) A B``), giving back the plain architecture; :func:`~jaxsafety.models.hf.to_hf` merges before writing.
 
 Usage::
 
-    lora_model = add_lora(model, LoRAConfig(rank=8, alpha=16, targets=("*attn.qkv", "*mlp.up")), rngs=nnx.Rngs(0))
-    plain = merge_lora(lora_model)          # same logits (up to float rounding), no adapters
+    cfg = LoRAConfig(rank=8, alpha=16, targets=("*attn.qkv", "*mlp.up"))
+    lora_model = add_lora(model, cfg, rngs=nnx.Rngs(0))
+    plain = merge_lora(lora_model)  # same logits (up to float rounding), no adapters
 """
 
 from __future__ import annotations
@@ -53,8 +56,8 @@ _LINEAR_FIELDS = (
 class LoRAConfig:
     """Adapter rank ``r``, scale numerator ``alpha`` (the update is scaled by ``alpha / r``) and the layers to
     adapt: globs (``fnmatch``, ``*`` also matches dots) over module paths such as ``blocks.0.attn.qkv``,
-    ``blocks.1.mlp.up``, ``blocks.1.mlp.down``, ``lm_head``. Only ``nnx.Linear`` layers can be adapted (not the
-    embeddings). The defaults adapt every attention projection."""
+    ``blocks.1.mlp.up``, ``blocks.1.mlp.down``, ``lm_head``. Only ``nnx.Linear`` layers can be adapted (not
+    the embeddings). The defaults adapt every attention projection."""
 
     rank: int = 8
     alpha: float = 16.0
@@ -80,10 +83,10 @@ class LoRAConfig:
 class LoRALinear(nnx.Linear):
     """An ``nnx.Linear`` plus a low-rank update: ``x W + b + scaling (x A) B``.
 
-    Built from an existing layer, whose ``kernel`` / ``bias`` variables and settings (dtypes, the ``dot_general``
-    the zoo chose) it adopts, so the base computation is the same program and the parameter paths are unchanged;
-    ``lora_a [in, r]`` and ``lora_b [r, out]`` (zeros) are :class:`flax.nnx.LoRAParam` in the base layer's
-    ``param_dtype``; the update runs in the layer's computation dtype.
+    Built from an existing layer, whose ``kernel`` / ``bias`` variables and settings (dtypes, the
+    ``dot_general`` the zoo chose) it adopts, so the base computation is the same program and the parameter
+    paths are unchanged; ``lora_a [in, r]`` and ``lora_b [r, out]`` (zeros) are :class:`flax.nnx.LoRAParam` in
+    the base layer's ``param_dtype``; the update runs in the layer's computation dtype.
     """
 
     def __init__(self, base: nnx.Linear, rank: int, scaling: float, *, rngs: nnx.Rngs):
@@ -120,9 +123,11 @@ def _linear_paths(model: nnx.Module) -> dict[str, nnx.Linear]:
 
 
 def lora_targets(model: nnx.Module, targets: Sequence[str]) -> list[str]:
-    """Module paths of the ``nnx.Linear`` layers of ``model`` that the globs ``targets`` select, in model order.
+    """Module paths of the ``nnx.Linear`` layers of ``model`` that the globs ``targets`` select, in model
+    order.
 
-    Raises ``ValueError`` naming a glob that selects no linear layer (a typo would otherwise adapt nothing)."""
+    Raises ``ValueError`` naming a glob that selects no linear layer (a typo would otherwise adapt
+    nothing)."""
     linears = _linear_paths(model)
     chosen: list[str] = []
     for glob in targets:
@@ -152,9 +157,10 @@ def has_lora(model: nnx.Module) -> bool:
 
 def add_lora(model: nnx.Module, config: LoRAConfig, *, rngs: nnx.Rngs) -> nnx.Module:
     """A copy of ``model`` (any zoo model: GPT2, Llama, ScoreModel) whose target linear layers are
-    :class:`LoRALinear` (``B = 0``: the same function as ``model``, exactly). ``model`` itself is unchanged (the
-    copy shares its immutable parameter arrays). ``rngs`` draws the ``A`` matrices, one key per layer in model
-    order. Raises ``ValueError`` when a target glob selects no linear layer or the model already has adapters."""
+    :class:`LoRALinear` (``B = 0``: the same function as ``model``, exactly). ``model`` itself is unchanged
+    (the copy shares its immutable parameter arrays). ``rngs`` draws the ``A`` matrices, one key per layer in
+    model order. Raises ``ValueError`` when a target glob selects no linear layer or the model already has
+    adapters."""
     if not isinstance(config, LoRAConfig):
         raise TypeError(f"config must be a LoRAConfig, got {type(config).__name__}")
     if has_lora(model):

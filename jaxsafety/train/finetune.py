@@ -1,31 +1,32 @@
 """Supervised fine-tuning (SFT) of zoo models on (prompt, response) pairs, with frozen parameters and LoRA.
 
-:func:`finetune` trains any zoo :class:`~jaxsafety.models.CausalLM` (freshly initialised, trained, or a local HF
-checkpoint read by :func:`~jaxsafety.models.from_hf`) on rows ``[BOS] prompt response [EOS]`` built by
+:func:`finetune` trains any zoo :class:`~jaxsafety.models.CausalLM` (freshly initialised, trained, or a local
+HF checkpoint read by :func:`~jaxsafety.models.from_hf`) on rows ``[BOS] prompt response [EOS]`` built by
 :func:`sft_rows`, with the loss on the response tokens only (:func:`~jaxsafety.train.lm.next_token_loss`: the
 token-weighted mean of ``-log p(response token | everything before it)``).
 
 Speed: the rows live on the device; a jitted ``lax.fori_loop`` runs ``chunk_steps`` steps of
-:func:`~jaxsafety.train.lm.make_lm_train_step` per call, each drawing its batch inside the loop, so the host is
-touched once per chunk (for logging, checkpoints and the progress bar), not once per step. Batches are epochs of a
-seeded permutation of the rows (every row once per epoch); the rows of step ``s`` are a pure function of
-``(seed, s)``, so chunking and resuming do not change the run.
+:func:`~jaxsafety.train.lm.make_lm_train_step` per call, each drawing its batch inside the loop, so the host
+is touched once per chunk (for logging, checkpoints and the progress bar), not once per step. Batches are
+epochs of a seeded permutation of the rows (every row once per epoch); the rows of step ``s`` are a pure
+function of ``(seed, s)``, so chunking and resuming do not change the run.
 
 Freezing: ``freeze`` globs (``fnmatch``, ``*`` also matches dots) over parameter paths like
-``blocks.0.attn.qkv.kernel`` or ``embed.*`` select parameters that are not trained. The model is split by an NNX
-filter (:func:`trainable_filter`) into the trained part, the only one ``jax.grad`` differentiates and the optimizer
-holds state for, and the rest, which leaves training bit-identical. The same filter, given as an optimizer's
-``wrt``, freezes parameters in any :func:`~jaxsafety.train.lm.make_lm_train_step` (one mechanism for pretraining
-and fine-tuning).
+``blocks.0.attn.qkv.kernel`` or ``embed.*`` select parameters that are not trained. The model is split by an
+NNX filter (:func:`trainable_filter`) into the trained part, the only one ``jax.grad`` differentiates and the
+optimizer holds state for, and the rest, which leaves training bit-identical. The same filter, given as an
+optimizer's ``wrt``, freezes parameters in any :func:`~jaxsafety.train.lm.make_lm_train_step` (one mechanism
+for pretraining and fine-tuning).
 
-LoRA (Hu et al. 2022): with ``lora``, adapters are added to the target layers (:func:`~jaxsafety.models.lora.
-add_lora`, ``B = 0`` so training starts from the model's exact function) and only the adapters are trained; the
-result is merged back into the kernels (:func:`~jaxsafety.models.lora.merge_lora`) unless asked otherwise, and
-:func:`~jaxsafety.models.to_hf` of an unmerged model writes merged kernels.
+LoRA (Hu et al. 2022): with ``lora``, adapters are added to the target layers
+(:func:`~jaxsafety.models.lora.add_lora`; ``B = 0``, so training starts from the model's exact function) and
+only the adapters are trained; the result is merged back into the kernels
+(:func:`~jaxsafety.models.lora.merge_lora`) unless asked otherwise, and :func:`~jaxsafety.models.to_hf` of an
+unmerged model writes merged kernels.
 
-Checkpoints and resume as in :func:`~jaxsafety.train.lm.pretrain`: with ``run_dir``, the train state (and the loss
-history) goes to ``run_dir/checkpoints`` at chunk boundaries every ``save_every`` steps and at the end, and a rerun
-with the same config and data resumes from the newest checkpoint, bit-identically on CPU.
+Checkpoints and resume as in :func:`~jaxsafety.train.lm.pretrain`: with ``run_dir``, the train state (and the
+loss history) goes to ``run_dir/checkpoints`` at chunk boundaries every ``save_every`` steps and at the end,
+and a rerun with the same config and data resumes from the newest checkpoint, bit-identically on CPU.
 """
 
 from __future__ import annotations
@@ -73,8 +74,8 @@ __all__ = [
 class SFTData(NamedTuple):
     """(prompt, response) rows, right-padded: ``[BOS] prompt response [EOS] pad ...``.
 
-    ``tokens`` int32 ``[N, T]``; ``mask`` int32 ``[N, T]`` (1 = real token); ``loss_mask`` int32 ``[N, T]`` (1 =
-    a response token, EOS included, whose prediction from the tokens before it is trained and scored)."""
+    ``tokens`` int32 ``[N, T]``; ``mask`` int32 ``[N, T]`` (1 = real token); ``loss_mask`` int32 ``[N, T]``
+    (1 = a response token, EOS included, whose prediction from the tokens before it is trained and scored)."""
 
     tokens: np.ndarray
     mask: np.ndarray
@@ -90,8 +91,8 @@ class SFTData(NamedTuple):
 
 
 def _encoder(tokenizer: Any):
-    """``text -> ids`` without special tokens: HF tokenizers get ``add_special_tokens=False`` (the rows add BOS /
-    EOS themselves), plain ones (``CharTokenizer``) are called as ``encode(text)``."""
+    """``text -> ids`` without special tokens: HF tokenizers get ``add_special_tokens=False`` (the rows add
+    BOS / EOS themselves), plain ones (``CharTokenizer``) are called as ``encode(text)``."""
     encode = tokenizer.encode
     params = inspect.signature(encode).parameters
     if "add_special_tokens" in params or any(p.kind is p.VAR_KEYWORD for p in params.values()):
@@ -123,13 +124,13 @@ def sft_rows(
 
     ``tokenizer``: anything with ``encode(str) -> list[int]`` and ``pad_token_id`` / ``bos_token_id`` /
     ``eos_token_id`` attributes (:class:`~jaxsafety.models.tokenizer.CharTokenizer`, a HF tokenizer, which is
-    called with ``add_special_tokens=False``). Prompts and responses are strings or lists of token ids. ``bos``
-    prepends ``bos_token_id`` (when the tokenizer has one), ``eos`` appends ``eos_token_id`` to the response (it
-    is trained: the model learns to stop). ``width`` None: the longest row. Padding uses ``pad_token_id`` (else
-    the EOS id, else 0). ``loss_mask`` marks the response tokens (and EOS).
+    called with ``add_special_tokens=False``). Prompts and responses are strings or lists of token ids.
+    ``bos`` prepends ``bos_token_id`` (when the tokenizer has one), ``eos`` appends ``eos_token_id`` to the
+    response (it is trained: the model learns to stop). ``width`` None: the longest row. Padding uses
+    ``pad_token_id`` (else the EOS id, else 0). ``loss_mask`` marks the response tokens (and EOS).
 
-    Raises ``ValueError`` for unequal numbers of prompts and responses, a row longer than ``width``, or a row with
-    nothing to train (an empty response without EOS).
+    Raises ``ValueError`` for unequal numbers of prompts and responses, a row longer than ``width``, or a row
+    with nothing to train (an empty response without EOS).
     """
     if len(prompts) != len(responses):
         raise ValueError(
@@ -207,8 +208,9 @@ def _fingerprint(data: SFTData) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class _PathGlobs:
-    """NNX filter: the variable's dotted path (``blocks.0.attn.qkv.kernel``) matches one of ``globs``. Frozen and
-    hashable, so it is a static part of the optimizer's graph definition (equal filters, one compilation)."""
+    """NNX filter: the variable's dotted path (``blocks.0.attn.qkv.kernel``) matches one of ``globs``. Frozen
+    and hashable, so it is a static part of the optimizer's graph definition (equal filters, one
+    compilation)."""
 
     globs: tuple[str, ...]
 
@@ -218,8 +220,8 @@ class _PathGlobs:
 
 
 def trainable_filter(freeze: Sequence[str] = (), *, lora: bool = False) -> Any:
-    """The NNX filter of trained variables: ``nnx.Param`` (``nnx.LoRAParam`` with ``lora``: adapters only) whose
-    dotted path matches none of the ``freeze`` globs.
+    """The NNX filter of trained variables: ``nnx.Param`` (``nnx.LoRAParam`` with ``lora``: adapters only)
+    whose dotted path matches none of the ``freeze`` globs.
 
     Use it as an optimizer's ``wrt``: ``nnx.Optimizer(model, tx, wrt=trainable_filter(("embed.*",)))``; then
     :func:`~jaxsafety.train.lm.make_lm_train_step` differentiates and updates only those variables."""
@@ -249,12 +251,13 @@ def _param_paths(model: nnx.Module, what: Any) -> list[str]:
 
 @dataclasses.dataclass(frozen=True)
 class FinetuneConfig:
-    """Supervised fine-tuning: ``steps`` optimizer updates on batches of ``batch_size`` rows (epochs of a seeded
-    permutation of the rows; ``batch_size`` at most the number of rows), optimizer ``optim`` (its schedule spans
-    ``steps``), ``seed`` (data order and LoRA initialisation). ``freeze``: parameter-path globs not trained (each
-    must match a parameter). ``lora``: train LoRA adapters only (everything else frozen). ``chunk_steps``: steps
-    per jitted loop (host round trips, not results). ``log_every`` steps to the tracker; with a run directory a
-    checkpoint every ``save_every`` steps (None: only at the end), the newest ``keep_last`` kept."""
+    """Supervised fine-tuning: ``steps`` optimizer updates on batches of ``batch_size`` rows (epochs of a
+    seeded permutation of the rows; ``batch_size`` at most the number of rows), optimizer ``optim`` (its
+    schedule spans ``steps``), ``seed`` (data order and LoRA initialisation). ``freeze``: parameter-path globs
+    not trained (each must match a parameter). ``lora``: train LoRA adapters only (everything else frozen).
+    ``chunk_steps``: steps per jitted loop (host round trips, not results). ``log_every`` steps to the
+    tracker; with a run directory a checkpoint every ``save_every`` steps (None: only at the end), the newest
+    ``keep_last`` kept."""
 
     steps: int
     batch_size: int = 32
@@ -304,9 +307,10 @@ class FinetuneConfig:
 
 
 class FinetuneResult(NamedTuple):
-    """What :func:`finetune` returns. ``losses`` / ``grad_norms`` ``[steps]`` float32: per step, the response-token
-    loss (nats per token) of that step's batch before its update and the gradient's global norm (steps run before
-    a resume come from the checkpoint). ``trainable``: the dotted paths of the trained variables."""
+    """What :func:`finetune` returns. ``losses`` / ``grad_norms`` ``[steps]`` float32: per step, the
+    response-token loss (nats per token) of that step's batch before its update and the gradient's global norm
+    (steps run before a resume come from the checkpoint). ``trainable``: the dotted paths of the trained
+    variables."""
 
     model: CausalLM
     losses: np.ndarray
@@ -327,11 +331,12 @@ def _epoch_perm(key: jax.Array, epoch: jax.Array, n: int) -> jax.Array:
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2), donate_argnums=(3,))
 def _sft_chunk(graphdef, max_steps: int, batch_size: int, state, table, key, first_step, num_steps):
-    """Steps ``first_step .. first_step + num_steps - 1`` (``num_steps <= max_steps``, dynamic: one compilation
-    for every chunk) in a ``lax.fori_loop``. Step ``s`` trains on rows ``perm_e[r]`` for positions ``s B + i``
-    (``e, r = divmod(pos, N)``, ``perm_e`` the permutation of epoch ``e`` from ``fold_in(key, e)``). A batch spans
-    at most two epochs (``B <= N``): the loop carries the permutations of the current and the next epoch and
-    draws a new one only when an epoch ends. Returns the state, losses and gradient norms ``[max_steps]``."""
+    """Steps ``first_step .. first_step + num_steps - 1`` (``num_steps <= max_steps``, dynamic: one
+    compilation for every chunk) in a ``lax.fori_loop``. Step ``s`` trains on rows ``perm_e[r]`` for positions
+    ``s B + i`` (``e, r = divmod(pos, N)``, ``perm_e`` the permutation of epoch ``e`` from ``fold_in(key,
+    e)``). A batch spans at most two epochs (``B <= N``): the loop carries the permutations of the current and
+    the next epoch and draws a new one only when an epoch ends. Returns the state, losses and gradient norms
+    ``[max_steps]``."""
     step = make_lm_train_step(graphdef)
     tokens, mask, loss_mask = table
     n = tokens.shape[0]
@@ -407,18 +412,19 @@ def finetune(
     """Supervised fine-tuning of ``model`` on ``data`` (see the module docstring); returns the trained model.
 
     ``model``: a zoo :class:`~jaxsafety.models.CausalLM` (fresh or trained; not modified: training works on a
-    copy) or the path of a local HF checkpoint (:func:`~jaxsafety.models.from_hf`). ``data``: :func:`sft_rows`.
-    With ``config.lora``, adapters are added and trained, and the returned model has them merged into its
-    kernels unless ``merge=False`` (then it holds :class:`~jaxsafety.models.lora.LoRALinear` layers).
+    copy) or the path of a local HF checkpoint (:func:`~jaxsafety.models.from_hf`). ``data``:
+    :func:`sft_rows`. With ``config.lora``, adapters are added and trained, and the returned model has them
+    merged into its kernels unless ``merge=False`` (then it holds :class:`~jaxsafety.models.lora.LoRALinear`
+    layers).
 
     Logged to ``tracker`` every ``log_every`` steps (and at the last): ``train/loss``, ``train/grad_norm``,
     ``train/lr``, and ``train/steps_per_second`` per chunk. With ``run_dir``, checkpoints go to
-    ``run_dir/checkpoints``; a rerun resumes from the newest (``ValueError`` if it was written with another config,
-    data or model architecture). ``progress``: a progress bar (when stderr is a TTY).
+    ``run_dir/checkpoints``; a rerun resumes from the newest (``ValueError`` if it was written with another
+    config, data or model architecture). ``progress``: a progress bar (when stderr is a TTY).
 
     Raises before any compute: ``TypeError`` / ``ValueError`` for a bad model or data (token ids outside the
-    vocabulary, rows longer than a learned-position context, nothing to train, ``batch_size`` above the number of
-    rows), a ``freeze`` glob that matches no parameter, or a LoRA target that matches no linear layer.
+    vocabulary, rows longer than a learned-position context, nothing to train, ``batch_size`` above the number
+    of rows), a ``freeze`` glob that matches no parameter, or a LoRA target that matches no linear layer.
     """
     if not isinstance(config, FinetuneConfig):
         raise TypeError(f"config must be a FinetuneConfig, got {type(config).__name__}")

@@ -51,7 +51,9 @@ BASE = FinetuneConfig(steps=6, batch_size=8, optim=OptimizerConfig(lr=1e-2), chu
 
 
 def _gpt2() -> GPT2:
-    model = GPT2(GPT2Config(vocab_size=V, max_seq_len=12, d_model=16, n_layers=2, n_heads=2), rngs=nnx.Rngs(0))
+    model = GPT2(
+        GPT2Config(vocab_size=V, max_seq_len=12, d_model=16, n_layers=2, n_heads=2), rngs=nnx.Rngs(0)
+    )
     # a 25x larger embedding (std 0.5): peaked initial logits, whose losses differ between tokens and rows
     model.embed.embedding[...] = 25.0 * model.embed.embedding[...]
     return model
@@ -121,7 +123,9 @@ def test_sft_rows_uses_hf_tokenizers_without_their_special_tokens():
 def test_sft_rows_bad_input():
     with pytest.raises(ValueError, match="same length"):
         sft_rows(TOK, ["a"], ["b", "c"])
-    with pytest.raises(ValueError, match=r"width=3 is invalid: accepted values are >= the longest row \(6 tokens"):
+    with pytest.raises(
+        ValueError, match=r"width=3 is invalid: accepted values are >= the longest row \(6 tokens"
+    ):
         sft_rows(TOK, ["abc"], ["d"], width=3)
     with pytest.raises(ValueError, match=r"responses\[0\] is empty"):
         sft_rows(TOK, ["a"], [""], eos=False)
