@@ -5,14 +5,17 @@ model = Llama(LlamaConfig(vocab_size=512, d_model=128, n_layers=2, n_heads=4, n_
 logits = model(tokens, attention_mask)                                   # [B, T, V]
 out = model.forward(tokens, mask, hooks=Hooks.make(capture="blocks.*.resid_post",
                                                    edits=[add("blocks.1.resid_post", steer)]))
+acts = capture(model, tokens, mask, "blocks.*.resid_post", edits=[add("blocks.1.resid_post", steer)])  # jitted
 """
 
 from jaxsafety.models.generate import (
     ContinuationScores,
     GenerateOutput,
     SamplingConfig,
+    capture,
     generate,
     left_pad,
+    prefill,
     right_pad,
     score_continuations,
     sequence_logprobs,
@@ -58,6 +61,7 @@ __all__ = [
     "Tap",
     "add",
     "add_lora",
+    "capture",
     "config_from_hf",
     "config_to_hf",
     "from_hf",
@@ -70,6 +74,7 @@ __all__ = [
     "per_example_bias_grads",
     "per_example_kernel_grads",
     "positions_from_mask",
+    "prefill",
     "project_out",
     "replace",
     "right_pad",

@@ -20,6 +20,7 @@ arguments are the graph definition and the :class:`SamplingConfig` (both hashabl
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import functools
 from collections.abc import Sequence
 from typing import Any, NamedTuple
@@ -31,17 +32,19 @@ from flax import nnx
 
 from jaxsafety.config import check, check_range
 from jaxsafety.models.heads import ScoreModel
-from jaxsafety.models.hooks import Hooks
-from jaxsafety.models.transformer import CausalLM
+from jaxsafety.models.hooks import Edit, Hooks
+from jaxsafety.models.transformer import CausalLM, KVCache
 
 __all__ = [
     "ContinuationScores",
     "GenerateOutput",
     "SamplingConfig",
+    "capture",
     "generate",
     "left_pad",
     "mask_top_k",
     "mask_top_p",
+    "prefill",
     "right_pad",
     "sampling_logits",
     "score_continuations",
@@ -273,6 +276,153 @@ def _check_token_id(lm: CausalLM, name: str, ids: Sequence[int]) -> None:
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# edits over whole sequences: the row and position layout of hook edits (see hooks.Edit)
+
+_SITE_NDIMS: dict[Any, dict[str, int]] = {}
+
+
+def _site_ndims(graphdef: Any, state: Any, sites: tuple[str, ...]) -> dict[str, int]:
+    """Number of axes of the activation at each site (abstract evaluation, cached per model graph)."""
+    key = (graphdef, sites)
+    if key not in _SITE_NDIMS:
+        if len(_SITE_NDIMS) > 256:
+            _SITE_NDIMS.clear()
+        fn = functools.partial(_capture_jit, graphdef=graphdef, sites=sites)
+        shapes = jax.eval_shape(fn, state, jnp.zeros((1, 1), jnp.int32), None, ())
+        _SITE_NDIMS[key] = {s: len(v.shape) for s, v in shapes.items()}
+    return _SITE_NDIMS[key]
+
+
+def _edit_layout(
+    graphdef: Any, state: Any, hooks: Hooks | None, fn: str, length: int, what: str, rows: int, rows_what: str
+) -> dict[str, int]:
+    """Check every edit's per-position axes hold ``length`` columns (or 1) and its row axes ``rows`` (or 1), with
+    errors that say what the axes mean for ``fn``; returns the sites' activation ndims."""
+    if hooks is None or not hooks.edits:
+        return {}
+    ndims = _site_ndims(graphdef, state, tuple(dict.fromkeys(e.site for e in hooks.edits)))
+
+    def check_axis(e: Any, size: int, accepted: str) -> Any:
+        def check_leaf(a: Any, axis: int) -> Any:
+            if jnp.shape(a)[axis] != size:
+                leaf = "value" if e.value is not None and jnp.shape(a) == jnp.shape(e.value) else "mask"
+                raise ValueError(
+                    f"hooks edit {e.name}: {leaf} of shape {jnp.shape(a)} is invalid for {fn}: axis {axis} "
+                    f"accepted values are 1 or {size} ({accepted})"
+                )
+            return a
+
+        return check_leaf
+
+    for e in hooks.edits:
+        nd = ndims[e.site]
+        e.map_axes(nd, rows=check_axis(e, rows, rows_what), positions=check_axis(e, length, what))
+    return ndims
+
+
+def _map_edits(hooks: Hooks, ndims: dict[str, int], **fns: Any) -> Hooks:
+    return Hooks(capture=hooks.capture, edits=tuple(e.map_axes(ndims[e.site], **fns) for e in hooks.edits))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# capture
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "sites"))
+def _capture_jit(state, tokens, mask, edits, *, graphdef, sites):
+    model = nnx.merge(graphdef, state)
+    logits = any(fnmatch.fnmatchcase("lm_logits", p) for p in sites) or any(
+        e.site == "lm_logits" for e in edits
+    )
+    hooks = Hooks(capture=sites, edits=tuple(edits))
+    return model.forward(tokens, mask, hooks=hooks, compute_logits=logits).activations
+
+
+def capture(
+    model: CausalLM | ScoreModel,
+    tokens: jax.Array,
+    mask: jax.Array | None,
+    sites: str | Sequence[str],
+    *,
+    edits: Edit | Sequence[Edit] = (),
+) -> dict[str, jax.Array]:
+    """Activations at ``sites`` (names or ``fnmatch`` patterns, see ``model.site_names()``) for ``tokens [B, T]``
+    with ``mask [B, T]`` (None = no padding), after ``edits``: ``{site: [B, T, ...]}``.
+
+    One jitted forward (no logits unless ``lm_logits`` is asked for), compiled once per (model graph, site set,
+    edit structure, input shapes) and reused across parameter, token and edit values; ``model.forward(...,
+    hooks=Hooks.make(capture=...))`` called outside jit runs op by op instead.
+    """
+    lm = _causal_lm(model)
+    tokens = jnp.asarray(tokens, jnp.int32)
+    if tokens.ndim != 2:
+        raise ValueError(f"tokens.shape={tokens.shape} is invalid: accepted values are [B, T]")
+    if mask is not None:
+        mask = jnp.asarray(mask)
+        if mask.shape != tokens.shape:
+            raise ValueError(f"mask.shape={mask.shape} is invalid: accepted values are {tokens.shape}")
+    sites = (sites,) if isinstance(sites, str) else tuple(sites)
+    if not sites:
+        raise ValueError(
+            "sites=() is invalid: accepted values are site names or patterns (model.site_names())"
+        )
+    edits = (edits,) if isinstance(edits, Edit) else tuple(edits)
+    _check_length(lm, tokens.shape[1], "sequence length")
+    graphdef, state = nnx.split(lm)
+    return _capture_jit(state, tokens, mask, edits, graphdef=graphdef, sites=sites)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# prefill
+
+
+def _prefill(model: CausalLM, tokens: jax.Array, mask: jax.Array, max_len: int, hooks: Hooks | None):
+    """Inside jit: one forward over the LEFT-padded prompt into a fresh cache of ``max_len`` slots; returns the
+    cache and the next-token logits ``[B, V]`` float32 (the last column holds every row's last real token)."""
+    cache = model.init_cache(tokens.shape[0], max_len)
+    out = model.forward(tokens, mask, cache=cache, hooks=hooks, logits_last_only=True)
+    return out.cache, out.logits[:, 0].astype(jnp.float32)
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "max_len"))
+def _prefill_jit(graphdef, max_len: int, state, tokens, mask, hooks):
+    return _prefill(nnx.merge(graphdef, state), tokens, mask, max_len, hooks)
+
+
+def prefill(
+    model: CausalLM | ScoreModel,
+    tokens: jax.Array,
+    mask: jax.Array | None = None,
+    max_len: int | None = None,
+    *,
+    hooks: Hooks | None = None,
+) -> tuple[KVCache, jax.Array]:
+    """Run LEFT-padded prompts ``tokens [B, P]`` (``mask [B, P]``, None = no padding) through the model into a KV
+    cache of ``max_len`` slots (default P); returns ``(cache, last_logits [B, V])``: the cache, ready for
+    ``model.forward(next_tokens, cache=cache)`` (or :meth:`KVCache.repeat` to branch each prompt into several
+    continuations), and the logits predicting each row's next token. Jitted, compiled per (model graph, B, P,
+    max_len)."""
+    lm = _causal_lm(model)
+    tokens = jnp.asarray(tokens, jnp.int32)
+    if tokens.ndim != 2:
+        raise ValueError(f"tokens.shape={tokens.shape} is invalid: accepted values are [B, P]")
+    mask = jnp.ones(tokens.shape, jnp.int32) if mask is None else jnp.asarray(mask)
+    if mask.shape != tokens.shape:
+        raise ValueError(f"mask.shape={mask.shape} is invalid: accepted values are {tokens.shape}")
+    p = tokens.shape[1]
+    max_len = p if max_len is None else max_len
+    check_range("max_len", max_len, ge=p, integer=True)
+    _check_padding(mask, "mask", left=True)
+    _check_length(lm, max_len, "max_len")
+    _check_hooks(hooks, "prefill")
+    graphdef, state = nnx.split(lm)
+    _edit_layout(
+        graphdef, state, hooks, "prefill", max_len, f"the cache's {max_len} slots", tokens.shape[0], "rows"
+    )
+    return _prefill_jit(graphdef, max_len, state, tokens, mask.astype(jnp.int32), hooks)
+
+
+# ----------------------------------------------------------------------------------------------------------------
 # generation
 
 
@@ -289,23 +439,24 @@ class _Carry(NamedTuple):
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "config", "num_samples"))
-def _generate_jit(graphdef, config: SamplingConfig, num_samples: int, state, tokens, mask, key, hooks):
+def _generate_jit(
+    graphdef, config: SamplingConfig, num_samples: int, state, tokens, mask, key, hooks, decode_hooks
+):
     model = nnx.merge(graphdef, state)
     b, p = tokens.shape
     n = config.max_new_tokens
     eos = jnp.asarray(config.eos_ids, jnp.int32)
-    # prefill: the whole left-padded prompt in one forward; the last column holds every row's last prompt token
-    cache = model.init_cache(b, p + n - 1)  # the last sampled token is never fed back
-    out = model.forward(tokens, mask, cache=cache, hooks=hooks, logits_last_only=True)
-    first_logits = out.logits[:, 0].astype(jnp.float32)
-    cache = out.cache
+    # prefill: the whole left-padded prompt in one forward; the last sampled token is never fed back
+    cache, first_logits = _prefill(model, tokens, mask, p + n - 1, hooks)
     if num_samples > 1:  # prompt i's prefill serves rows i*n .. i*n + n-1 (prompt-major, as HF)
         cache = cache.repeat(num_samples)
         first_logits = jnp.repeat(first_logits, num_samples, axis=0)
         b = b * num_samples
 
     def feed(tok, alive, cache):
-        o = model.forward(tok[:, None], alive[:, None], cache=cache, hooks=hooks, logits_last_only=True)
+        o = model.forward(
+            tok[:, None], alive[:, None], cache=cache, hooks=decode_hooks, logits_last_only=True
+        )
         return o.cache, o.logits[:, 0]
 
     def cond(c: _Carry) -> jax.Array:
@@ -382,9 +533,13 @@ def generate(
         tiled (:meth:`KVCache.repeat`); outputs have ``B * num_samples`` rows in prompt-major order, as HF's
         ``num_return_sequences``: row ``i * num_samples + j`` is sample ``j`` of prompt ``i``. Every row is
         an independent draw from the same distribution as with ``num_samples=1``.
-      hooks: optional :class:`Hooks` edits applied in every forward (activation steering while generating);
-        edit values and masks must broadcast against both the prompt ``[B, P, ...]`` and one step ``[B, 1, ...]``
-        (e.g. a ``[D]`` steering vector). Capture is not supported here.
+      hooks: optional :class:`Hooks` edits applied in every forward (activation steering while generating).
+        Masks and per-position values index ABSOLUTE columns of the whole sequence, ``L = P + max_new_tokens``
+        of them (columns ``0 .. P-1`` the left-padded prompt, ``P + j`` generated token ``j``): a mask
+        ``[B, L]`` or ``[L]``, a value ``[L, D]`` or ``[B, L, D]`` at the residual stream (see
+        :class:`~jaxsafety.models.hooks.Edit`), so a mask can steer the prompt only, the generated tokens
+        only, or from some column on. Their row axis is 1 or B, one per PROMPT: the samples of a prompt share
+        it (a per-row steering vector is ``[B, 1, D]``). Capture is not supported here.
 
     Returns: :class:`GenerateOutput` (tokens, logprobs, sample_logprobs, mask, lengths), all ``[R, N]``/``[R]``
     with ``R = B * num_samples``.
@@ -410,7 +565,16 @@ def generate(
             raise ValueError("key=None is invalid for temperature > 0: accepted values are a jax.random key")
         key = jax.random.key(0)  # unused by greedy decoding
     graphdef, state = nnx.split(lm)
-    return _generate_jit(graphdef, config, num_samples, state, tokens, mask.astype(jnp.int32), key, hooks)
+    b, p = tokens.shape
+    length = p + config.max_new_tokens
+    ndims = _edit_layout(
+        graphdef, state, hooks, "generate", length, "prompt + max_new_tokens columns", b, "one per prompt"
+    )
+    decode_hooks = hooks
+    if ndims and num_samples > 1:  # decode rows are prompt-major samples: repeat the per-prompt rows
+        decode_hooks = _map_edits(hooks, ndims, rows=lambda a, ax: jnp.repeat(a, num_samples, axis=ax))
+    mask = mask.astype(jnp.int32)
+    return _generate_jit(graphdef, config, num_samples, state, tokens, mask, key, hooks, decode_hooks)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -437,10 +601,18 @@ def token_logprobs(logits: jax.Array, tokens: jax.Array, mask: jax.Array | None 
     return jnp.where(valid, lp, 0.0)
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef",))
-def _sequence_logprobs_jit(graphdef, state, tokens, mask, hooks):
+def _point_mass_logits(logits: jax.Array) -> jax.Array:
+    """Greedy decoding's distribution: log-prob 0 at the argmax (first on ties, as ``jnp.argmax``), -inf else."""
+    top = jnp.argmax(logits, axis=-1)[..., None]
+    return jnp.where(jnp.arange(logits.shape[-1]) == top, 0.0, -jnp.inf)
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "sampling"))
+def _sequence_logprobs_jit(graphdef, sampling, state, tokens, mask, hooks):
     model = nnx.merge(graphdef, state)
     logits = model.forward(tokens, mask, hooks=hooks).logits
+    if sampling is not None:
+        logits = _point_mass_logits(logits) if sampling.greedy else sampling_logits(logits, sampling)
     return token_logprobs(logits, tokens, mask)
 
 
@@ -450,33 +622,54 @@ def sequence_logprobs(
     mask: jax.Array | None = None,
     *,
     hooks: Hooks | None = None,
+    sampling: SamplingConfig | None = None,
 ) -> jax.Array:
     """``log p(tokens[:, t] | tokens[:, <t])`` ``[B, T]`` for whole sequences in one forward, no cache (the
     reference for the cached paths, and what RLHF re-scores completions with). See :func:`token_logprobs` for
-    padding and the zero entries. Jitted."""
+    padding and the zero entries. Jitted.
+
+    ``sampling``: None = the raw model distribution; a :class:`SamplingConfig` = the distribution
+    :func:`generate` samples from with it (temperature, then top-k, then top-p; :func:`sampling_logits`), which
+    is what ``GenerateOutput.sample_logprobs`` holds (importance weights, the sampler's own likelihood). Tokens
+    outside the top-k / top-p support get ``-inf``; greedy (``temperature=0``) is a point mass at the argmax:
+    0 there, ``-inf`` elsewhere.
+    """
     lm = _causal_lm(model)
     tokens = jnp.asarray(tokens, jnp.int32)
     mask = jnp.ones(tokens.shape, jnp.int32) if mask is None else jnp.asarray(mask)
+    if sampling is not None and not isinstance(sampling, SamplingConfig):
+        raise ValueError(
+            f"sampling of type {type(sampling).__name__} is invalid: accepted values are None or a SamplingConfig"
+        )
     _check_length(lm, tokens.shape[1], "sequence length")
     _check_hooks(hooks, "sequence_logprobs")
     graphdef, state = nnx.split(lm)
-    return _sequence_logprobs_jit(graphdef, state, tokens, mask, hooks)
+    return _sequence_logprobs_jit(graphdef, sampling, state, tokens, mask, hooks)
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef",))
-def _score_continuations_jit(graphdef, state, prefix, cont, cmask, hooks):
+def _bucket(n: int) -> int:
+    """The next power of two >= n: padded lengths that new inputs reuse (one compilation per bucket)."""
+    return 1 << max(n - 1, 0).bit_length()
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "per_row"))
+def _score_continuations_jit(graphdef, per_row: bool, state, prefix, pmask, cont, cmask, hooks):
     model = nnx.merge(graphdef, state)
-    b, c = cont.shape
-    p = prefix.shape[1]
-    cache = model.init_cache(1, p + c - 1)
-    out = model.forward(prefix, None, cache=cache, hooks=hooks, logits_last_only=True)
-    logits = jnp.broadcast_to(out.logits, (b, 1, out.logits.shape[-1]))  # predicts c_0
+    k, p = prefix.shape
+    _, m, c = cont.shape
+    rows = k * m
+    cont, cmask = cont.reshape(rows, c), cmask.reshape(rows, c)
+    if per_row:  # edits differ between the continuations of a prefix: each row runs its own prefix
+        prefix, pmask = jnp.repeat(prefix, m, axis=0), jnp.repeat(pmask, m, axis=0)
+    cache, first = _prefill(model, prefix, pmask, p + c - 1, hooks)  # first predicts c_0
+    if not per_row and m > 1:  # prefill once per prefix, tile the cache to its m continuations
+        cache, first = cache.repeat(m), jnp.repeat(first, m, axis=0)
+    logits = first[:, None]
     if c > 1:  # c_0 .. c_{C-2} predict c_1 .. c_{C-1}; the last token is never fed
-        rest = model.forward(cont[:, :-1], cmask[:, :-1], cache=out.cache.repeat(b), hooks=hooks).logits
-        logits = jnp.concatenate([logits, rest], axis=1)
-    logits = logits.astype(jnp.float32)
+        rest = model.forward(cont[:, :-1], cmask[:, :-1], cache=cache, hooks=hooks).logits
+        logits = jnp.concatenate([logits, rest.astype(jnp.float32)], axis=1)
     lp = jnp.take_along_axis(logits, cont[..., None], axis=-1)[..., 0] - jax.nn.logsumexp(logits, axis=-1)
-    lp = jnp.where(cmask.astype(jnp.bool_), lp, 0.0)
+    lp = jnp.where(cmask.astype(jnp.bool_), lp, 0.0).reshape(k, m, c)
     return ContinuationScores(lp, lp.sum(-1))
 
 
@@ -486,35 +679,94 @@ def score_continuations(
     continuations: jax.Array,
     continuation_mask: jax.Array | None = None,
     *,
+    prefix_mask: jax.Array | None = None,
     hooks: Hooks | None = None,
+    bucket: bool = True,
 ) -> ContinuationScores:
-    """Score ``B`` continuations of one shared prefix: ``log p(c_j | prefix, c_<j)`` per token ``[B, C]`` and
-    their sum ``[B]``.
+    """Score continuations of shared prefixes: ``log p(c_j | prefix, c_<j)`` per token and their sum.
 
-    The prefix ``[P]`` or ``[1, P]`` (no padding) is prefilled once at batch 1, the cache tiled to ``B``
-    (``KVCache.repeat``), then all continuations run in one forward against it: the prefix costs one forward
-    instead of ``B`` (multiple-choice evals, judge option scoring, behaviour log-likelihoods).
-    ``continuations [B, C]`` are RIGHT-padded with ``continuation_mask [B, C]`` (None = no padding). Jitted.
-    Hook edits must broadcast against batch 1 (prefix) and batch ``B``.
+    Two layouts:
+      - one prefix ``[P]`` or ``[1, P]`` and ``continuations [B, C]``: scores ``[B, C]``, totals ``[B]``;
+      - ``K`` LEFT-padded prefixes ``[K, P]`` (``prefix_mask [K, P]``, every row with a real token) and ``M``
+        continuations of each, ``continuations [K, M, C]``: scores ``[K, M, C]``, totals ``[K, M]``.
+    Continuations are RIGHT-padded with ``continuation_mask`` of their shape (None = no padding).
+
+    Each prefix is prefilled once, its cache tiled to its continuations (:meth:`KVCache.repeat`), then all
+    continuations run in one forward against it: a prefix costs one forward instead of ``M`` (multiple-choice
+    evals, judge option scoring, behaviour log-likelihoods, featurization). With ``bucket`` the prefix is
+    left-padded and the continuations right-padded to the next power of two (within ``max_seq_len`` for learned
+    positions), so new lengths reuse compiled programs: one compilation per (K, M, bucket pair). Jitted.
+
+    Hook edits index ABSOLUTE columns of each scored sequence, ``L = P + C`` of them (the prefix as given, then
+    the continuation): masks ``[R, L]`` / ``[L]``, per-position values ``[L, D]`` / ``[R, L, D]`` at the residual
+    stream (see :class:`~jaxsafety.models.hooks.Edit`), with row axis 1 or ``R = K * M``, one per scored
+    continuation (row ``k * M + m``; a per-row steering vector is ``[R, 1, D]``). With per-row edits each row runs
+    its own prefix (a shared prefill could not apply them).
     """
     lm = _causal_lm(model)
     prefix = jnp.asarray(prefix, jnp.int32)
-    if prefix.ndim == 1:
-        prefix = prefix[None]
-    if prefix.ndim != 2 or prefix.shape[0] != 1 or prefix.shape[1] < 1:
+    single = prefix.ndim == 1 or (prefix.ndim == 2 and jnp.ndim(continuations) == 2)
+    prefix = prefix[None] if prefix.ndim == 1 else prefix
+    if prefix.ndim != 2 or prefix.shape[1] < 1 or (single and prefix.shape[0] != 1):
         raise ValueError(
-            f"prefix.shape={prefix.shape} is invalid: accepted values are [P] or [1, P] with P >= 1"
+            f"prefix.shape={prefix.shape} is invalid: accepted values are [P] or [1, P] (with continuations "
+            "[B, C]) or [K, P] (with continuations [K, M, C]), P >= 1"
         )
+    k, p = prefix.shape
+    pmask = jnp.ones(prefix.shape, jnp.int32) if prefix_mask is None else jnp.asarray(prefix_mask)
+    if pmask.ndim == 1:
+        pmask = pmask[None]
+    if pmask.shape != prefix.shape:
+        raise ValueError(f"prefix_mask.shape={pmask.shape} is invalid: accepted values are {prefix.shape}")
     cont = jnp.asarray(continuations, jnp.int32)
-    if cont.ndim != 2:
-        raise ValueError(f"continuations.shape={cont.shape} is invalid: accepted values are [B, C]")
+    want = "[B, C]" if single else f"[{k}, M, C]"
+    if cont.ndim != (2 if single else 3) or (not single and cont.shape[0] != k) or cont.shape[-1] < 1:
+        raise ValueError(f"continuations.shape={cont.shape} is invalid: accepted values are {want}")
     cmask = jnp.ones(cont.shape, jnp.int32) if continuation_mask is None else jnp.asarray(continuation_mask)
     if cmask.shape != cont.shape:
         raise ValueError(
             f"continuation_mask.shape={cmask.shape} is invalid: accepted values are {cont.shape}"
         )
+    if single:
+        cont, cmask = cont[None], cmask[None]
+    m, c = cont.shape[1], cont.shape[2]
+    _check_padding(pmask, "prefix_mask", left=True)
     _check_padding(cmask, "continuation_mask", left=False)
-    _check_length(lm, prefix.shape[1] + cont.shape[1], "prefix length + continuation length")
+    _check_length(lm, p + c, "prefix length + continuation length")
     _check_hooks(hooks, "score_continuations")
     graphdef, state = nnx.split(lm)
-    return _score_continuations_jit(graphdef, state, prefix, cont, cmask.astype(jnp.int32), hooks)
+    ndims = _edit_layout(
+        graphdef,
+        state,
+        hooks,
+        "score_continuations",
+        p + c,
+        "prefix + continuation columns",
+        k * m,
+        "one per scored continuation, K * M",
+    )
+    pb, cb = p, c
+    if bucket:
+        limit = lm.config.max_seq_len if lm.config.positional == "learned" else None
+        cb = _bucket(c) if limit is None else min(_bucket(c), limit - p)
+        pb = _bucket(p) if limit is None else min(_bucket(p), limit - cb)
+    if (pb, cb) != (p, c):
+        lpad, rpad = pb - p, cb - c
+        prefix = jnp.pad(prefix, ((0, 0), (lpad, 0)))
+        pmask = jnp.pad(pmask, ((0, 0), (lpad, 0)))
+        cont = jnp.pad(cont, ((0, 0), (0, 0), (0, rpad)))
+        cmask = jnp.pad(cmask, ((0, 0), (0, 0), (0, rpad)))
+        if ndims:  # the edits' columns follow the padding: prefix columns shift right, continuation ones too
+
+            def pad_columns(a: jax.Array, axis: int) -> jax.Array:
+                widths = [(0, 0)] * a.ndim
+                widths[axis] = (lpad, rpad)
+                return jnp.pad(a, widths)
+
+            hooks = _map_edits(hooks, ndims, positions=pad_columns)
+    per_row = any(e.rows(ndims[e.site]) > 1 for e in hooks.edits) if ndims else False
+    out = _score_continuations_jit(
+        graphdef, per_row, state, prefix, pmask.astype(jnp.int32), cont, cmask.astype(jnp.int32), hooks
+    )
+    lp, total = out.logprobs[..., :c], out.total
+    return ContinuationScores(lp[0], total[0]) if single else ContinuationScores(lp, total)

@@ -347,13 +347,13 @@ class Attention(nnx.Module):
         q = q * jnp.asarray(1.0 / math.sqrt(dh), q.dtype)
         k, v = k.astype(q.dtype), v.astype(x.dtype)
         hook = functools.partial(ctx, f"{site}.probs")
-        n = _causal_chunks(t) if cache_kv is None and ctx.hooks is None else 1
+        n = _causal_chunks(t) if cache_kv is None and not ctx.touches(f"{site}.probs") else 1
         if n == 1:
             z = _attention(q, k, v, allowed, kv, hook)
         else:
             # causal attention without a cache: query block i sees key blocks 0..i only, so the scores above the
             # diagonal (3/8 of them with 4 blocks) are never computed; the skipped keys are masked for every query
-            # of the block, so this is the same attention. With hooks the full [B, H, T, S] probs are kept.
+            # of the block, so this is the same attention. Hooks on attn.probs keep the full [B, H, T, S] probs.
             c = t // n
             blocks = [
                 _attention(
@@ -479,7 +479,9 @@ class CausalLM(nnx.Module):
             key_mask = mask
             if positions is None:
                 positions = positions_from_mask(mask)
-        ctx = HookContext(hooks)
+        # hooks index absolute columns: this chunk starts at slot `index` of `slots` (see hooks.Edit)
+        cached = cache is not None
+        ctx = HookContext(hooks, offset=index if cached else 0, slots=cache.max_len if cached else t)
         x = self.embed(tokens)
         if self.config.positional == "learned":
             x = x + self.pos_embed(positions)
@@ -496,7 +498,7 @@ class CausalLM(nnx.Module):
             h = hidden[:, -1:] if logits_last_only else hidden
             # site lm_logits [B, T, V] float32: the LM head's output (upcast when dtype is lower), the output
             # site of the LM head's linear layer (jaxsafety.models.taps); absent when logits are not computed
-            logits = ctx("lm_logits", self.logits(h))
+            logits = ctx("lm_logits", self.logits(h), shift=t - 1 if logits_last_only else 0)
         ctx.check()
         new_cache = None
         if cache is not None:

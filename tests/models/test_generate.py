@@ -19,13 +19,15 @@ import scipy.stats
 from flax import nnx
 
 from jaxsafety.config import ConfigError
-from jaxsafety.models import GPT2, GPT2Config, Hooks, Llama, LlamaConfig, ScoreModel
+from jaxsafety.models import GPT2, GPT2Config, Hooks, Llama, LlamaConfig, ScoreModel, add
 from jaxsafety.models.generate import (
     SamplingConfig,
+    _score_continuations_jit,
     generate,
     left_pad,
     mask_top_k,
     mask_top_p,
+    prefill,
     right_pad,
     score_continuations,
     sequence_logprobs,
@@ -99,11 +101,12 @@ def full_logits(model, tokens, mask=None, hooks=None) -> np.ndarray:
 
 
 def _plain_greedy(model, tokens, mask, n, hooks=None):
-    """Independent greedy loop: a full uncached forward over the whole sequence every step, plain Python."""
+    """Independent greedy loop: a full uncached forward over the whole sequence every step, plain Python.
+    ``hooks`` may be a function of the sequence length so far, giving that step's hooks."""
     seq, m = np.asarray(tokens), np.asarray(mask)
     toks, lps = [], []
     for _ in range(n):
-        logits = full_logits(model, seq, m, hooks)[:, -1]
+        logits = full_logits(model, seq, m, hooks(seq.shape[1]) if callable(hooks) else hooks)[:, -1]
         tok = logits.argmax(-1)
         logp = logits - scipy.special.logsumexp(logits, axis=-1, keepdims=True)
         toks.append(tok)
@@ -159,7 +162,8 @@ def test_cached_decode_logits_equal_full_recompute(model, prompts):
         model, np.concatenate([tokens, cont], 1), np.concatenate([mask, np.ones_like(cont)], 1)
     )
     graphdef, state = nnx.split(model)
-    logits, cache = _cached_forward_jit(graphdef, state, tokens, mask, model.init_cache(b, p + 4))  # prefill
+    cache, logits = prefill(model, tokens, mask, p + 4)
+    assert cache.max_len == p + 4 and int(cache.index) == p
     cached = [np.asarray(logits)]
     for j in range(cont.shape[1]):  # decode one token at a time
         step = jnp.asarray(cont[:, j : j + 1])
@@ -205,6 +209,67 @@ def test_steering_hook_applies_in_every_step(llama, prompts):
     np.testing.assert_array_equal(out.tokens, ref_tokens)
     np.testing.assert_allclose(out.logprobs, ref_lp, atol=1e-5, rtol=0)
     assert not np.array_equal(ref_tokens, _plain_greedy(llama, tokens, mask, 5)[0])  # the edit mattered
+
+
+def test_edits_at_absolute_columns_while_generating(model, prompts):
+    """A random [B, P+N] position mask and a per-position [P+N, D] steering value at the residual stream, plus a
+    masked logit bias at lm_logits: generate (prefill + cached decode steps at absolute columns) equals the plain
+    greedy loop that re-runs the full uncached forward with the edits cut to the columns seen so far."""
+    tokens, mask = prompts
+    b, p = tokens.shape
+    n = GREEDY6.max_new_tokens
+    rng = np.random.default_rng(7)
+    cols = rng.random((b, p + n)) < 0.5
+    steer = 3.0 * rng.normal(size=(p + n, 32)).astype(np.float32)
+    bias_cols = rng.random(p + n) < 0.5
+    bias = np.zeros(V, np.float32)
+    bias[rng.integers(1, V, size=3)] = 6.0
+
+    def edits(width):  # the edits over the first `width` columns, padded with zeros to REF_BLOCK's width
+        pad = REF_BLOCK[1] - width
+        return Hooks.make(
+            edits=[
+                add(
+                    "blocks.0.resid_post",
+                    np.pad(steer[:width], ((0, pad), (0, 0))),
+                    mask=np.pad(cols[:, :width], ((0, 0), (0, pad))),
+                ),
+                add("lm_logits", bias, mask=np.pad(bias_cols[:width], (0, pad))),
+            ]
+        )
+
+    hooks = Hooks.make(
+        edits=[add("blocks.0.resid_post", steer, mask=cols), add("lm_logits", bias, mask=bias_cols)]
+    )
+    out = generate(model, tokens, mask, None, GREEDY6, hooks=hooks)
+    ref_tokens, ref_lp = _plain_greedy(model, tokens, mask, n, hooks=edits)
+    np.testing.assert_array_equal(out.tokens, ref_tokens)
+    np.testing.assert_allclose(out.logprobs, ref_lp, atol=1e-5, rtol=0)
+    assert not np.array_equal(
+        out.tokens, generate(model, tokens, mask, None, GREEDY6).tokens
+    )  # edits mattered
+
+
+def test_per_row_edits_in_generate_equal_each_row_alone(llama, prompts):
+    """A steering vector per prompt ([B, 1, D]) with 2 samples each: sample j of prompt i equals prompt i run alone
+    with its own vector ([D])."""
+    tokens, mask = prompts
+    site = "blocks.0.resid_post"
+    vecs = 3.0 * np.random.default_rng(8).normal(size=(3, 1, 32)).astype(np.float32)
+    out = generate(llama, tokens, mask, None, GREEDY5, num_samples=2, hooks=Hooks.make(edits=add(site, vecs)))
+    for i in range(3):
+        alone = generate(
+            llama,
+            tokens[i : i + 1],
+            mask[i : i + 1],
+            None,
+            GREEDY5,
+            hooks=Hooks.make(edits=add(site, vecs[i, 0])),
+        )
+        for j in range(2):
+            np.testing.assert_array_equal(out.tokens[2 * i + j], alone.tokens[0])
+            np.testing.assert_allclose(out.logprobs[2 * i + j], alone.logprobs[0], atol=1e-5, rtol=0)
+    assert len({tuple(r) for r in np.asarray(out.tokens)}) > 1  # the rows' vectors steer them apart
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -371,6 +436,10 @@ def test_sample_frequencies_match_sampling_distribution(llama, cfg, num_samples)
         seq = jnp.concatenate([batch, out.tokens], 1)
         lp = np.asarray(sequence_logprobs(llama, seq, jnp.concatenate([jnp.ones_like(batch), out.mask], 1)))
         np.testing.assert_allclose(out.logprobs, lp[:, prompt.shape[1] :], atol=1e-5, rtol=0)
+        slp = sequence_logprobs(
+            llama, seq, jnp.concatenate([jnp.ones_like(batch), out.mask], 1), sampling=cfg
+        )
+        np.testing.assert_allclose(out.sample_logprobs, np.asarray(slp)[:, prompt.shape[1] :], atol=1e-4)
         assert len({tuple(r) for r in np.asarray(out.tokens)}) > 100  # later steps sample too (fresh keys)
     # determinism: the same key gives the same samples; another key gives others
     np.testing.assert_array_equal(gen(llama, inputs, None, jax.random.key(42), cfg).tokens, out.tokens)
@@ -425,6 +494,85 @@ def test_score_continuations_equals_sequence_logprobs(model):
     np.testing.assert_allclose(got.logprobs, ref, atol=1e-5, rtol=0)
     np.testing.assert_allclose(got.total, ref.sum(-1), atol=1e-5, rtol=0)
     np.testing.assert_array_equal(np.asarray(got.logprobs)[np.asarray(cmask) == 0], 0.0)
+
+
+def test_score_batched_prefixes_with_edits_equals_sequence_logprobs(model):
+    """K=2 left-padded prefixes x M=3 right-padded continuations, with a position-masked steering edit over the
+    scored sequences' absolute columns: equal to sequence_logprobs (one uncached forward) of the concatenated
+    [K*M, P + C] sequences with the same edit. Bucketing pads prefix and continuations internally (P=4 -> 4,
+    C=5 -> 8), and the edit's columns follow."""
+    prefix, pmask = left_pad([[5, 9, 14, 3], [8, 2]], PAD)
+    conts = [[[7, 1, 30, 2, 8], [11], [40, 41, 42]], [[3, 3], [9, 1, 5, 6], [20]]]
+    cont = np.stack([np.asarray(right_pad(c, PAD, 5)[0]) for c in conts])
+    cmask = np.stack([np.asarray(right_pad(c, PAD, 5)[1]) for c in conts])
+    rng = np.random.default_rng(4)
+    cols = rng.random((6, 9)) < 0.5
+    hooks = Hooks.make(edits=add("blocks.0.resid_post", 3.0 * rng.normal(size=(9, 32)), mask=cols))
+    got = score_continuations(model, prefix, cont, cmask, prefix_mask=pmask, hooks=hooks)
+    assert got.logprobs.shape == (2, 3, 5) and got.total.shape == (2, 3)
+    seq = np.concatenate([np.repeat(np.asarray(prefix), 3, 0), cont.reshape(6, 5)], 1)
+    smask = np.concatenate([np.repeat(np.asarray(pmask), 3, 0), cmask.reshape(6, 5)], 1)
+    ref = np.asarray(sequence_logprobs(model, seq, smask, hooks=hooks))[:, 4:].reshape(2, 3, 5)
+    np.testing.assert_allclose(got.logprobs, ref, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(got.total, ref.sum(-1), atol=1e-4, rtol=0)
+    plain = score_continuations(model, prefix, cont, cmask, prefix_mask=pmask)
+    assert float(np.abs(np.asarray(plain.total) - np.asarray(got.total)).max()) > 0.1  # the edit mattered
+
+
+def test_score_per_row_edits_equal_each_row_alone(llama):
+    """One steering vector per scored continuation ([B, 1, D]): equal to scoring each continuation alone with its
+    own vector ([D])."""
+    prefix = np.asarray([5, 9, 14, 3])
+    cont, cmask = right_pad([[7, 1, 30, 2, 8], [11], [40, 41, 42]], PAD)
+    site = "blocks.1.resid_mid"
+    vecs = 3.0 * np.random.default_rng(9).normal(size=(3, 1, 32)).astype(np.float32)
+    got = score_continuations(llama, prefix, cont, cmask, hooks=Hooks.make(edits=add(site, vecs)))
+    for i in range(3):
+        alone = score_continuations(
+            llama, prefix, cont[i : i + 1], cmask[i : i + 1], hooks=Hooks.make(edits=add(site, vecs[i, 0]))
+        )
+        np.testing.assert_allclose(got.logprobs[i], alone.logprobs[0], atol=1e-5, rtol=0)
+    assert np.ptp(np.asarray(got.total)) > 0
+
+
+def test_score_continuations_buckets_lengths_into_one_program(llama):
+    """Prefixes of 5, 6, 7 and 8 tokens with continuations of 3 and 4 share one compiled program (bucket 8 + 4);
+    every score equals sequence_logprobs of the concatenation."""
+    rng = np.random.default_rng(5)
+    before = _score_continuations_jit._cache_size()
+    for p, c in [(5, 3), (6, 4), (7, 3), (8, 4)]:
+        prefix = rng.integers(1, V, size=p)
+        cont = rng.integers(1, V, size=(2, 3, c))[:1]  # K=1, M=3
+        got = score_continuations(llama, prefix[None], cont)
+        seq = np.zeros((3, 12), np.int32)  # one reference shape: right-padded to 12 columns
+        smask = np.zeros((3, 12), np.int32)
+        seq[:, : p + c] = np.concatenate([np.repeat(prefix[None], 3, 0), cont[0]], 1)
+        smask[:, : p + c] = 1
+        ref = np.asarray(sequence_logprobs(llama, seq, smask))[:, p : p + c]
+        np.testing.assert_allclose(got.logprobs[0], ref, atol=1e-5, rtol=0)
+    assert _score_continuations_jit._cache_size() - before == 1
+
+
+def test_sequence_logprobs_under_the_sampling_distribution(llama):
+    """sampling=SamplingConfig: log-probs under temperature + top-k + top-p against a numpy filtered softmax of
+    the model's logits (-inf outside the support); greedy is the point mass at the argmax (0 there, -inf else)."""
+    tokens = np.random.default_rng(6).integers(1, V, size=REF_BLOCK).astype(np.int32)
+    for t in range(0, REF_BLOCK[1] - 1, 2):  # every other token is the argmax of its context
+        tokens[:, t + 1] = full_logits(llama, tokens)[:, t].argmax(-1)
+    logits = full_logits(llama, tokens)  # [3, 12, V]
+    nxt = tokens[:, 1:, None]
+    cfg = SamplingConfig(temperature=1.3, top_k=12, top_p=0.8)
+    probs = _np_sampling_probs(logits.reshape(-1, V), cfg).reshape(logits.shape)
+    with np.errstate(divide="ignore"):
+        want = np.log(np.take_along_axis(probs[:, :-1], nxt, -1)[..., 0])
+    got = np.asarray(sequence_logprobs(llama, tokens, sampling=cfg))
+    np.testing.assert_array_equal(got[:, 0], 0.0)  # no context
+    np.testing.assert_allclose(got[:, 1:], want, atol=1e-4)
+    assert np.isinf(want).any() and np.isfinite(want).any()
+    greedy = np.asarray(sequence_logprobs(llama, tokens, sampling=SamplingConfig(temperature=0.0)))
+    is_top = tokens[:, 1:] == logits[:, :-1].argmax(-1)
+    np.testing.assert_array_equal(greedy[:, 1:], np.where(is_top, 0.0, -np.inf))
+    assert is_top.any() and not is_top.all()
 
 
 def test_sequence_logprobs_reference(llama):
@@ -500,6 +648,33 @@ def test_bad_generate_inputs(gpt2, prompts):
         score_continuations(gpt2, [1, 2], tokens, mask)
     with pytest.raises(ValueError, match=r"prefix\.shape"):
         score_continuations(gpt2, tokens, tokens)
+    with pytest.raises(
+        ValueError, match=r"continuations\.shape=\(2, 1, 5\) is invalid: accepted values are \[3, M, C\]"
+    ):
+        score_continuations(gpt2, tokens, tokens[:2, None], prefix_mask=mask)
+    with pytest.raises(ValueError, match="prefix_mask is invalid: accepted values are LEFT-padded"):
+        score_continuations(gpt2, right_tokens, right_tokens[:, None], prefix_mask=right_mask)
+    # edits index absolute columns: a mask over the prompt's 5 columns is not a mask over prompt + 4 new ones
+    site = "blocks.0.resid_post"
+    with pytest.raises(
+        ValueError, match=r"mask of shape \(3, 5\) is invalid for generate: axis 1 accepted values are 1 or 9"
+    ):
+        generate(gpt2, tokens, mask, None, greedy, hooks=Hooks.make(edits=add(site, jnp.ones(32), mask=mask)))
+    with pytest.raises(
+        ValueError,
+        match=r"value of shape \(6, 1, 32\) is invalid for generate: axis 0 accepted values are 1 or 3 \(one per prompt\)",
+    ):
+        generate(
+            gpt2,
+            tokens,
+            mask,
+            None,
+            greedy,
+            num_samples=2,
+            hooks=Hooks.make(edits=add(site, jnp.ones((6, 1, 32)))),
+        )
+    with pytest.raises(ValueError, match="sampling of type str is invalid"):
+        sequence_logprobs(gpt2, tokens, mask, sampling="greedy")
 
 
 def test_left_pad_layout():
