@@ -4,7 +4,8 @@ Layout::
 
     config.json        the full validated config
     events.out.tfevents.*   TensorBoard logs (``tensorboard --logdir runs``)
-    checkpoints/<step>/     orbax checkpoints (the same run name resumes from the latest one)
+    checkpoints/<step>/     orbax checkpoints (the same run name resumes from the newest one that restores;
+                            corrupt ones are moved to checkpoints-corrupt/)
     results.json       headline numbers
     *.png              plots of the headline figures
 """
@@ -24,7 +25,7 @@ import jax
 import numpy as np
 
 from jaxsafety.config import config_to_dict
-from jaxsafety.train.checkpoint import Checkpointer
+from jaxsafety.train.checkpoint import Checkpointer, CheckpointError
 from jaxsafety.train.tracker import make_tracker
 
 __all__ = ["Run", "start_run", "write_json_atomic"]
@@ -97,8 +98,11 @@ class Run:
     def __enter__(self) -> Run:
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
         self.close()
+        if isinstance(exc, CheckpointError):
+            # a run whose checkpoints none restore: the one-line reason and exit status 1, not a traceback
+            raise SystemExit(f"error: {exc} or pass a new --run-name") from None
 
 
 def start_run(
