@@ -40,9 +40,9 @@ from jaxsafety.config import check, check_choice, check_range, parse_cli
 from jaxsafety.data.arithmetic import arithmetic_problems
 from jaxsafety.scaling import DistributionParams, fit_distribution, predicted_passk_curve
 from jaxsafety.scaling.passk import fit_power_law_lsq, neg_log_pass_at_k
-from jaxsafety.scaling.sampling import ArithmeticLMConfig
 from jaxsafety.scaling.simulate import ESTIMATORS, LEAST_SQUARES, exponent_estimates, lsq_budgets
 from jaxsafety.train.experiment import Run, start_run
+from jaxsafety.train.pretrained import ArithmeticLMConfig, arithmetic_lm
 from jaxsafety.xla_flags import enable_compilation_cache, prefer_fast_compile
 
 
@@ -237,7 +237,7 @@ def lm_study(run: Run, cfg: InferenceScalingConfig) -> dict[str, Any]:
     from jaxsafety.scaling import sampling
 
     t0 = time.perf_counter()
-    lm = sampling.train_arithmetic_lm(cfg.lm_model, seed=cfg.seed)
+    lm = arithmetic_lm(cfg.lm_model, seed=cfg.seed)  # through the trained-model cache: a rerun loads it
     train_s = time.perf_counter() - t0
     problems = arithmetic_problems(
         cfg.lm_num_problems, seed=cfg.seed + 7, max_operand=cfg.lm_model.max_operand, ops=cfg.lm_model.ops

@@ -20,7 +20,8 @@ tournament with it, prints the ranking with its scores, Spearman / Kendall again
 the judge calls spent, and writes JSON (and with ``--comparisons-csv`` the comparisons, which ``fit`` reads).
 ``--judge lm`` instead trains the zoo LM judge (:mod:`jaxsafety.judges.lm_judge`, ``--lm-steps``) and two zoo
 arithmetic LMs (``--response-steps``) whose greedy and sampled answers are the six response models; the truth is
-their measured accuracy (about 2 minutes on 2 CPU cores at the defaults).
+their measured accuracy (about 2 minutes on 2 CPU cores at the defaults; the trained models go through the
+trained-model cache ``$JAXSAFETY_CACHE``, so a rerun loads them).
 
 Every argument and the whole CSV are checked before anything is computed or written: a bad value prints one line
 ``error: <field>=<value> is invalid: accepted values are ...`` (CSV errors name the file, row and column) to
@@ -253,7 +254,7 @@ def _lm_configs(args: argparse.Namespace) -> tuple[Any, list[Any]]:
     import dataclasses
 
     from jaxsafety.judges.lm_judge import LMJudgeConfig
-    from jaxsafety.scaling.sampling import ArithmeticLMConfig
+    from jaxsafety.train.pretrained import ArithmeticLMConfig
 
     check_range("lm-steps", args.lm_steps, ge=1, integer=True)
     try:
@@ -286,7 +287,7 @@ def _lm_judge_setup(args: argparse.Namespace, cfg, lm_cfgs, key) -> tuple[Any, n
         preference_label,
         train_lm_judge,
     )
-    from jaxsafety.scaling.sampling import train_arithmetic_lm
+    from jaxsafety.train.pretrained import arithmetic_lm
 
     judge = train_lm_judge(cfg, seed=args.seed)
     # the judge's held-out accuracy on fresh one-correct pairs (numpy streams its training table does not use)
@@ -298,7 +299,7 @@ def _lm_judge_setup(args: argparse.Namespace, cfg, lm_cfgs, key) -> tuple[Any, n
     ]
     labels = np.asarray([preference_label(*it) for it in items])
     accuracy = float(np.mean((judge.judge_many(items) < 0.5).astype(int) == labels))
-    lms = [train_arithmetic_lm(c, seed=args.seed + 1 + i) for i, c in enumerate(lm_cfgs)]
+    lms = [arithmetic_lm(c, seed=args.seed + 1 + i) for i, c in enumerate(lm_cfgs)]
     models = [(lm, t) for lm, temps in zip(lms, LM_TEMPERATURES, strict=True) for t in temps]
     steps = [c.steps for c in lm_cfgs]
     names = [f"lm{s}_t{t:g}" for s, temps in zip(steps, LM_TEMPERATURES, strict=True) for t in temps]

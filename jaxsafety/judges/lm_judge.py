@@ -8,7 +8,7 @@ answers (digit strings). :func:`preference_label` is the ground truth: the respo
 (a non-numeric response is infinitely far; ties go to ``A``).
 
 Responses (:func:`generate_responses`, :func:`make_generated_responses`): text *generated* by arithmetic LMs of the
-zoo (:func:`jaxsafety.scaling.sampling.train_arithmetic_lm`) with the KV-cache
+zoo (:func:`jaxsafety.train.pretrained.arithmetic_lm`) with the KV-cache
 :func:`~jaxsafety.models.generate.generate`, greedy or sampled at a temperature: one response model is one
 ``(ArithmeticLM, temperature)`` pair, so undertrained LMs and hot sampling give weaker models. The ground-truth
 ranking of response models is their *measured* accuracy on the instructions (:attr:`JudgeTask.accuracy`).
@@ -16,8 +16,9 @@ ranking of response models is their *measured* accuracy on the instructions (:at
 unit tests that need no second model.
 
 Judge (:func:`train_lm_judge`): a :class:`~jaxsafety.models.gpt2.GPT2` over a character tokenizer
-(:class:`~jaxsafety.scaling.sampling.CharTokenizer` with the alphabet :data:`ALPHABET`, whose first 16 characters
-are the arithmetic LMs' alphabet, so shared characters have the same ids) trained on a mixture of
+(:func:`judge_tokenizer`: :class:`~jaxsafety.models.tokenizer.CharTokenizer` with the alphabet :data:`ALPHABET`,
+whose first 16 characters are the arithmetic task's alphabet, so shared characters have the same ids) trained on a
+mixture of
 
 - judge rows ``[BOS] "3 + 4 = ? A: 7 B: 9 Better:" + label``, ``label`` in ``{"A", "B"}``, loss on every token;
 - equation rows ``[BOS] "3 + 4 = 7."`` (fraction ``equation_fraction``), loss on the answer ``" 7."`` only.
@@ -47,14 +48,18 @@ not change results). :meth:`LMJudge.batched` is a :class:`~jaxsafety.judges.judg
 request batch through one :meth:`LMJudge.judge_many` call (:class:`~jaxsafety.judges.judges.StringJudgeAdapter`
 asks one comparison at a time).
 
-Training reuses the jitted ``lax.fori_loop`` chunks of :mod:`jaxsafety.scaling.sampling` (its private
-``_train_chunk`` / ``_init_train_state`` / ``_optimizer`` / ``_model_and_optimizer``).
+Training is :func:`~jaxsafety.train.finetune.finetune` of a fresh GPT-2 on rows from
+:func:`~jaxsafety.train.finetune.sft_rows`, and the trained judge goes through the trained-model cache
+(:func:`~jaxsafety.train.pretrained.trained_model`): a second run with the same config and seed loads it in
+about a second. The task comes from :mod:`jaxsafety.data.arithmetic`; nothing here imports
+:mod:`jaxsafety.scaling`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
@@ -63,7 +68,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jaxsafety.config import ConfigError, check, check_range
+from jaxsafety.config import ConfigError, check, check_range, config_to_dict
 from jaxsafety.data.arithmetic import (
     TERMINATOR,
     check_ops,
@@ -75,14 +80,9 @@ from jaxsafety.models.generate import SamplingConfig, generate
 from jaxsafety.models.gpt2 import GPT2, GPT2Config
 from jaxsafety.models.tokenizer import CharTokenizer
 from jaxsafety.models.transformer import CausalLM
-from jaxsafety.scaling.sampling import (
-    ArithmeticLM,
-    _init_train_state,
-    _model_and_optimizer,
-    _optimizer,
-    _train_chunk,
-)
+from jaxsafety.train.finetune import FinetuneConfig, SFTData, finetune, sft_rows
 from jaxsafety.train.optim import OptimizerConfig
+from jaxsafety.train.pretrained import ArithmeticLM, trained_model
 
 __all__ = [
     "ALPHABET",
@@ -219,7 +219,7 @@ def generate_responses(
     temperature: float = 0.0,
     max_chars: int | None = None,
 ) -> list[str]:
-    """``[I]`` responses of the zoo LM ``lm`` (from :func:`~jaxsafety.scaling.sampling.train_arithmetic_lm`) to
+    """``[I]`` responses of the zoo LM ``lm`` (from :func:`~jaxsafety.train.pretrained.arithmetic_lm`) to
     ``instructions``: the completion of ``"a op b ="`` decoded by :func:`~jaxsafety.models.generate.generate`
     (greedy for ``temperature = 0``, else sampled with ``key``) for as many tokens as the longest true completion
     ``" <answer>."``, cut at the terminator ``"."``, stripped of spaces and truncated to ``max_chars`` (None: no
@@ -341,8 +341,10 @@ class LMJudgeConfig:
         )
 
 
-def _training_table(config: LMJudgeConfig, tok: CharTokenizer, seed: int):
-    """``tokens, mask`` int32 and ``loss_mask`` float32, each ``[num_train, seq_len]``, right-padded."""
+def _training_table(config: LMJudgeConfig, tok: CharTokenizer, seed: int) -> SFTData:
+    """The judge's training rows (:func:`~jaxsafety.train.finetune.sft_rows`, ``[num_train, seq_len]``,
+    right-padded): judge rows ``[BOS] prompt label`` with the loss on every token (``full_loss``) or on the label,
+    and equation rows ``[BOS] "3 + 4 =" " 7."`` with the loss on the answer ``" 7."``."""
     instructions, answers = make_judge_task(
         config.num_train, seed=seed, max_operand=config.max_operand, ops=config.ops
     )
@@ -361,23 +363,18 @@ def _training_table(config: LMJudgeConfig, tok: CharTokenizer, seed: int):
             right = rng.random(answers.shape) < config.p_correct
             resp.append(np.where(right, answers, _wrong(rng, answers, config.max_offset)))
     equation = rng.random(answers.shape) < config.equation_fraction
-    width = config.seq_len
-    tokens = np.full((config.num_train, width), tok.pad_token_id, np.int32)
-    mask = np.zeros_like(tokens)
-    loss_mask = np.zeros(tokens.shape, np.float32)
+    prompts, responses = [], []
     for i, s in enumerate(instructions):
-        if equation[i]:
-            head = [tok.bos_token_id, *tok.encode(f"{s} =")]
-            ids = head + tok.encode(f" {answers[i]}{TERMINATOR}")
-            loss_mask[i, len(head) : len(ids)] = 1  # the answer " 7." only: the operands are noise
+        if equation[i]:  # the answer " 7." only: the operands are noise
+            prompts.append(f"{s} =")
+            responses.append(f" {answers[i]}{TERMINATOR}")
         else:
             ra, rb = str(resp[0][i]), str(resp[1][i])
+            text = judge_prompt(s, ra, rb)
             label = LABELS[preference_label(s, ra, rb)]
-            ids = [tok.bos_token_id, *tok.encode(judge_prompt(s, ra, rb) + label)]
-            loss_mask[i, 1 if config.full_loss else len(ids) - 1 : len(ids)] = 1
-        tokens[i, : len(ids)] = ids
-        mask[i, : len(ids)] = 1
-    return jnp.asarray(tokens), jnp.asarray(mask), jnp.asarray(loss_mask)
+            prompts.append("" if config.full_loss else text)
+            responses.append(text + label if config.full_loss else label)
+    return sft_rows(tok, prompts, responses, width=config.seq_len, eos=False)
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef",))
@@ -467,28 +464,37 @@ def untrained_lm_judge(config: LMJudgeConfig = LMJudgeConfig(), *, seed: int) ->
     return LMJudge(model, judge_tokenizer(), config)
 
 
-def train_lm_judge(config: LMJudgeConfig = LMJudgeConfig(), *, seed: int, chunk_steps: int = 500) -> LMJudge:
-    """Train the judge LM ``config`` describes; deterministic in ``seed`` (on one backend). The training items
-    come from numpy stream ``seed`` of :func:`make_judge_task` (evaluate on another seed); ``chunk_steps`` changes
-    only how the jitted ``fori_loop`` is chunked, not the result."""
+def train_lm_judge(
+    config: LMJudgeConfig = LMJudgeConfig(),
+    *,
+    seed: int,
+    root: str | os.PathLike | None = None,
+    chunk_steps: int = 500,
+) -> LMJudge:
+    """The judge LM ``config`` describes, trained with ``seed`` or loaded from the trained-model cache
+    (:func:`~jaxsafety.train.pretrained.trained_model`, kind ``"lm_judge"``, keyed by the config and the seed;
+    ``root`` None: ``$JAXSAFETY_CACHE``). Training is :func:`~jaxsafety.train.finetune.finetune` of a fresh GPT-2
+    (initialised from ``jax.random.key(seed)``) on :func:`_training_table` (numpy stream ``seed`` of
+    :func:`make_judge_task`: evaluate on another seed), batches in seeded epochs; deterministic in ``seed`` on one
+    backend. ``chunk_steps`` changes only how the jitted loop is chunked, not the result, and is not in the key."""
     check_range("seed", seed, ge=0, integer=True)
     check_range("chunk_steps", chunk_steps, ge=1, integer=True)
     tok = judge_tokenizer()
-    table = _training_table(config, tok, seed)
-    k_init, k_data = jax.random.split(jax.random.key(seed))
-    tx = _optimizer(config.optim, config.steps)
-    mcfg = config.model_config()
-    graphdef = nnx.split(nnx.eval_shape(lambda: _model_and_optimizer(GPT2, mcfg, tx)))[0]
-    state = _init_train_state(GPT2, mcfg, tx, k_init)
-    chunk = min(chunk_steps, config.steps)
-    losses = []
-    for first in range(0, config.steps, chunk):
-        n = min(chunk, config.steps - first)
-        state, chunk_losses = _train_chunk(
-            graphdef, chunk, config.batch_size, state, table, k_data, jnp.int32(first), jnp.int32(n)
+
+    def train() -> tuple[CausalLM, dict]:
+        data = _training_table(config, tok, seed)
+        model = GPT2(config.model_config(), rngs=nnx.Rngs(jax.random.key(seed)))
+        fcfg = FinetuneConfig(
+            steps=config.steps,
+            batch_size=min(config.batch_size, data.num_rows),
+            optim=config.optim,
+            seed=seed,
+            chunk_steps=chunk_steps,
         )
-        losses.append(np.asarray(chunk_losses[:n]))
-    model = nnx.merge(graphdef, state)[0]
-    judge = LMJudge(model, tok, config)
-    judge.losses = np.concatenate(losses)
+        result = finetune(model, data, fcfg)
+        return result.model, {"losses": result.losses.tolist()}
+
+    out = trained_model("lm_judge", {"config": config_to_dict(config), "seed": seed}, train, root=root)
+    judge = LMJudge(out.model, tok, config)
+    judge.losses = np.asarray(out.info["losses"], np.float32)
     return judge

@@ -10,7 +10,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tests.experiments.script_runner import run_experiment
 
 
-def test_smoke_run_writes_results_plots_and_logs(tmp_path):
+def test_smoke_run_writes_results_plots_and_logs(tmp_path, monkeypatch):
+    monkeypatch.setenv("JAXSAFETY_CACHE", str(tmp_path / "cache"))  # the arithmetic LM's trained-model cache
     out = run_experiment(
         "inference_scaling.py", "--smoke", "--out-dir", str(tmp_path), "--run-name", "r1", timeout=600
     )

@@ -218,9 +218,10 @@ def test_tournament_lm_judge_bad_flags_exit_2_before_training(tmp_path, capsys, 
 
 
 @pytest.mark.slow
-def test_tournament_lm_judge_end_to_end(tmp_path, capsys):
+def test_tournament_lm_judge_end_to_end(tmp_path, capsys, monkeypatch):
     """The LM-judge path at tiny training sizes (the judge is near chance; the real judge is in
     tests/judges/test_lm_judge.py): six generated-response models ranked, accuracies measured, JSON written."""
+    monkeypatch.setenv("JAXSAFETY_CACHE", str(tmp_path / "cache"))  # the trained models' cache
     out = tmp_path / "t.json"
     argv = ["tournament", "--judge", "lm", "--format", "swim", "--num-models", "6", "--num-instructions", "4",
             "--lm-steps", "40", "--response-steps", "60,50", "--repeats", "2", "--output", str(out)]  # fmt: skip

@@ -1,9 +1,10 @@
 """The exact success probability against a plain teacher-forcing loop without padding or batching; sampled success
 frequencies of the KV-cache sampler against the exact probabilities (binomial tests per problem and a chi-square
-over problems); validation errors.
+over problems); greedy attempts against exact 0/1 probabilities (the layout of prompts and samples); validation
+errors.
 
-One tiny model is trained once per module (a few seconds); the sampling tests share one batch shape, so the
-sampler compiles once.
+One tiny model is trained once per module (a few seconds, through the trained-model cache in a temporary
+directory); the two statistical sampling tests share one batch shape, so the sampler compiles once for them.
 """
 
 from __future__ import annotations
@@ -18,16 +19,11 @@ from flax import nnx
 
 from jaxsafety.config import ConfigError
 from jaxsafety.data.arithmetic import arithmetic_problems
-from jaxsafety.scaling.sampling import (
-    ArithmeticLMConfig,
-    exact_success_probability,
-    sample_attempts,
-    sample_success_counts,
-    train_arithmetic_lm,
-)
+from jaxsafety.scaling.sampling import exact_success_probability, sample_attempts, sample_success_counts
+from jaxsafety.train.pretrained import ArithmeticLMConfig, arithmetic_lm
 
 TINY = ArithmeticLMConfig(d_model=32, n_layers=2, n_heads=4, max_operand=9, steps=150, batch_size=64)
-BATCH = 2000  # every sampling call below decodes [2000, 8] prompts for 4 tokens: one compilation
+BATCH = 2000  # the sampling calls below decode 2 prompts [2, 8] x 1000 samples for 4 tokens: one compilation
 NEW_TOKENS = 4  # " 81." is the longest completion with operands <= 9
 
 
@@ -38,31 +34,13 @@ def _forward(graphdef, state, tokens):
 
 
 @pytest.fixture(scope="module")
-def lm():
-    return train_arithmetic_lm(TINY, seed=0)
+def lm(tmp_path_factory):
+    return arithmetic_lm(TINY, seed=0, root=tmp_path_factory.mktemp("cache"))
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# config (the problems and the tokenizer are tested in tests/data/test_arithmetic.py, tests/models/test_tokenizer.py)
-
-
-@pytest.mark.parametrize(
-    ("kwargs", "field"),
-    [
-        ({"steps": 0}, "steps"),
-        ({"arch": "bert"}, "arch"),
-        ({"d_model": 64, "n_heads": 3}, "n_heads"),
-        ({"ops": ("+", "%")}, "ops"),
-        ({"max_operand": 0}, "max_operand"),
-    ],
-)
-def test_config_validation_names_the_field(kwargs, field):
-    with pytest.raises(ConfigError, match=rf"^{field}="):
-        ArithmeticLMConfig(**kwargs)
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# the trained model, exact probabilities and sampling
+# the trained model (config validation and the cache: tests/train/test_pretrained.py), exact probabilities and
+# sampling
 
 
 def test_training_lowers_the_loss(lm):
@@ -71,8 +49,11 @@ def test_training_lowers_the_loss(lm):
 
 
 @pytest.mark.slow
-def test_training_is_deterministic_and_independent_of_chunking(lm):
-    again = train_arithmetic_lm(TINY, seed=0, chunk_steps=40)  # 40, 40, 40, 30 steps: a second compilation
+def test_training_is_deterministic_and_independent_of_chunking(lm, tmp_path):
+    again = arithmetic_lm(
+        TINY, seed=0, root=tmp_path, chunk_steps=40
+    )  # 40, 40, 40, 30 steps: a second compilation
+    assert not again.from_cache
     np.testing.assert_array_equal(again.losses, lm.losses)
     same = jax.tree.map(np.array_equal, nnx.state(again.model, nnx.Param), nnx.state(lm.model, nnx.Param))
     assert all(jax.tree.leaves(same))
@@ -124,14 +105,27 @@ def test_sampled_success_frequencies_match_exact_probabilities(lm):
 
 
 def test_sampling_is_deterministic_in_the_key(lm):
-    probs = arithmetic_problems(4, seed=2, max_operand=9)
-    kw = {"num_attempts": 500, "max_new_tokens": NEW_TOKENS, "batch_size": BATCH}  # one [2000, 8] batch
+    probs = arithmetic_problems(2, seed=2, max_operand=9)
+    kw = {"num_attempts": 1000, "max_new_tokens": NEW_TOKENS, "batch_size": BATCH}  # one call, 2 x 1000 rows
     a = sample_attempts(lm.model, lm.tokenizer, probs, key=jax.random.key(7), **kw)
     counts = sample_success_counts(lm.model, lm.tokenizer, probs, key=jax.random.key(7), **kw)
     other = sample_attempts(lm.model, lm.tokenizer, probs, key=jax.random.key(8), **kw)
     np.testing.assert_array_equal(counts, a.sum(1))
     assert counts.dtype == np.int64
     assert not np.array_equal(a, other)
+
+
+def test_greedy_attempts_land_on_their_problems(lm):
+    """Greedy decoding makes every attempt the argmax completion, so each attempt's success is the exact 0/1
+    probability of its problem: checks the layout of prompt groups, sample rounds, padding and dropped surplus
+    (5 problems, 7 attempts, 3 rows per call: 3 samples per prompt, 1 prompt per call, 3 rounds, 2 surplus)."""
+    probs = arithmetic_problems(5, seed=6, max_operand=9)
+    p = exact_success_probability(lm.model, lm.tokenizer, probs, temperature=0.0)
+    assert set(p.tolist()) <= {0.0, 1.0} and 0 < p.sum() < 5, p  # both outcomes occur
+    kw = {"num_attempts": 7, "key": jax.random.key(0), "temperature": 0.0, "max_new_tokens": NEW_TOKENS}
+    for batch_size in (3, 16):  # 16: 2 prompts x 7 samples per call, the last of 3 calls padded
+        got = sample_attempts(lm.model, lm.tokenizer, probs, batch_size=batch_size, **kw)
+        np.testing.assert_array_equal(got, np.repeat(p[:, None] > 0.5, 7, axis=1))
 
 
 def test_sampling_validation_names_the_field(lm):
