@@ -51,7 +51,7 @@ from jaxsafety.config import ConfigError, check, check_range, config_to_dict
 from jaxsafety.models.lora import LoRAConfig, add_lora, has_lora, merge_lora
 from jaxsafety.models.transformer import CausalLM
 from jaxsafety.train.checkpoint import Checkpointer
-from jaxsafety.train.lm import _optimizer, lm_target_mask, make_lm_train_step
+from jaxsafety.train.lm import _optimizer, make_lm_train_step
 from jaxsafety.train.optim import OptimizerConfig, make_schedule
 from jaxsafety.train.progress import progress as progress_bar
 from jaxsafety.train.tracker import NoOpTracker, Tracker
@@ -188,8 +188,8 @@ def _check_data(data: SFTData, model: CausalLM) -> None:
         raise ValueError(
             f"data.width={data.width} is invalid: accepted values are <= the model's max_seq_len ({cfg.max_seq_len})"
         )
-    targets = np.asarray(lm_target_mask(jnp.asarray(data.mask), jnp.asarray(data.loss_mask)))
-    if targets.sum() == 0:
+    # lm_target_mask in numpy: target t counts iff loss_mask[t] and a real token at t - 1
+    if not np.any((np.asarray(data.loss_mask)[:, 1:] != 0) & (np.asarray(data.mask)[:, :-1] != 0)):
         raise ValueError("data.loss_mask selects no target token (after a real token): nothing to train")
 
 

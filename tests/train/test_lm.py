@@ -214,7 +214,7 @@ def test_train_step_freezes_what_the_optimizer_does_not_update():
             m(batch["tokens"], batch["mask"]), batch["tokens"], lm_target_mask(batch["mask"])
         )[0]
 
-    p0_np, g_np = _flat(p0), _flat(jax.grad(loss_on)(p0))
+    p0_np, g_np = _flat(p0), _flat(jax.jit(jax.grad(loss_on))(p0))
     tx = make_optimizer(OptimizerConfig(name="sgd", lr=lr, b1=0.0))
     graphdef, state = nnx.split((model, nnx.Optimizer(model, tx, wrt=trainable_filter(freeze))))
     step = make_lm_train_step(graphdef)
