@@ -374,6 +374,13 @@ def _sft_chunk(graphdef, max_steps: int, batch_size: int, state, table, key, fir
 # the entry point
 
 
+@functools.lru_cache(maxsize=16)
+def _lr_schedule(optim: OptimizerConfig, steps: int):
+    """The jitted learning-rate schedule, one per (config, steps): a fresh ``jax.jit`` of a fresh closure would
+    compile again on every :func:`finetune` call."""
+    return jax.jit(make_schedule(optim, total_steps=steps))
+
+
 def _load_model(model: CausalLM | str | Path) -> CausalLM:
     if isinstance(model, str | Path):
         from jaxsafety.models.hf import from_hf
@@ -483,7 +490,7 @@ def finetune(
             losses, norms = np.array(restored["losses"]), np.array(restored["grad_norms"])
 
     table = tuple(jnp.asarray(a, jnp.int32) for a in data)
-    lr_at = jax.jit(make_schedule(config.optim, total_steps=config.steps))
+    lr_at = _lr_schedule(config.optim, config.steps)
     chunk = min(config.chunk_steps, config.steps)
     timings: list[tuple[int, float]] = []
     try:
