@@ -1,7 +1,7 @@
 """Training infrastructure shared by every study: optimizers, checkpoints, metrics tracking, progress, loops."""
 
 from jaxsafety.config import ConfigError, check, check_choice, check_range, parse_cli
-from jaxsafety.train.checkpoint import Checkpointer
+from jaxsafety.train.checkpoint import Checkpointer, CheckpointError
 from jaxsafety.train.finetune import (
     FinetuneConfig,
     FinetuneResult,
@@ -26,6 +26,7 @@ from jaxsafety.train.progress import progress, progress_enabled
 from jaxsafety.train.tracker import NoOpTracker, TensorBoardTracker, Tracker, log_history, make_tracker
 
 __all__ = [
+    "CheckpointError",
     "Checkpointer",
     "ConfigError",
     "FinetuneConfig",

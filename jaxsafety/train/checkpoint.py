@@ -17,6 +17,7 @@ only good steps and the resumed run can save that step number again); when no st
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import os
@@ -117,6 +118,30 @@ def _check_ocdbt_index(item_dir: Path) -> None:
     leaves TensorStore callbacks on a closed event loop that print dozens of tracebacks."""
     if (item_dir / "manifest.ocdbt").is_file():
         ts.KvStore.open({"driver": "ocdbt", "base": f"file://{item_dir}/"}).result().list().result()
+
+
+def _drop_orbax_abandoned_read(unraisable: Any) -> bool:
+    # orbax's read coroutine catches BaseException and raises a new Exception, so when a failed restore's event loop
+    # is closed with reads still pending, each of them "raises" again as it is finalised (GeneratorExit), whenever
+    # the garbage collector gets to it
+    return getattr(unraisable.object, "__qualname__", "") == "_read_array_index_and_device_put"
+
+
+def _silence_abandoned_reads() -> None:
+    """After a failed orbax restore: keep the leftovers of its abandoned reads (each an "Exception ignored in"
+    traceback with TensorStore's whole spec) off stderr, by wrapping ``sys.unraisablehook`` with a filter that drops
+    exactly those and passes everything else on. Installed once, only in a process where a restore failed."""
+    previous = sys.unraisablehook
+    if getattr(previous, "drops_orbax_abandoned_reads", False):
+        return
+
+    def hook(unraisable: Any) -> None:
+        if not _drop_orbax_abandoned_read(unraisable):
+            previous(unraisable)
+
+    hook.drops_orbax_abandoned_reads = True  # type: ignore[attr-defined]
+    sys.unraisablehook = hook
+    gc.collect()  # the leftovers that are already garbage go now
 
 
 def _one_line(err: BaseException, limit: int = 200) -> str:
@@ -225,6 +250,7 @@ class Checkpointer:
         # orbax and TensorStore raise ValueError, KeyError, OSError, RuntimeError and plain Exception; a checksums
         # file that no longer parses (or lost a key) is corruption too
         except Exception as err:
+            _silence_abandoned_reads()
             raise CorruptCheckpointError(self.directory, step, _one_line(err), mismatch=False) from err
         if bad:
             more = f" and {len(bad) - 1} more" if len(bad) > 1 else ""

@@ -64,8 +64,10 @@ def run_loop(
 ) -> tuple[S, dict[str, float]]:
     """Run steps ``start..num_steps-1`` and return ``(final_state, last_logged_metrics)``.
 
-    ``start`` is 0, or the latest checkpoint's step when ``checkpointer`` holds one (the checkpoint at step ``k``
-    is the state after ``k`` updates). Metrics are pulled to the host only every ``log_every`` steps, so the device
+    ``start`` is 0, or the step of the newest checkpoint in ``checkpointer`` that restores and passes its
+    checksums (the checkpoint at step ``k`` is the state after ``k`` updates; newer corrupt ones are reported in one
+    line each and moved aside, see :meth:`~jaxsafety.train.checkpoint.Checkpointer.restore_latest`; when none
+    restores, :class:`~jaxsafety.train.checkpoint.CheckpointError` is raised before any step runs). Metrics are pulled to the host only every ``log_every`` steps, so the device
     is not synchronised on every step. The final state is always checkpointed.
     """
     check_range("num_steps", num_steps, ge=0, integer=True)
