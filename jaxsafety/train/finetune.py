@@ -255,6 +255,8 @@ class FinetuneConfig:
     seeded permutation of the rows; ``batch_size`` at most the number of rows), optimizer ``optim`` (its
     schedule spans ``steps``), ``seed`` (data order and LoRA initialisation). ``freeze``: parameter-path globs
     not trained (each must match a parameter). ``lora``: train LoRA adapters only (everything else frozen).
+    ``accum_steps``: microbatches per step (exact gradient accumulation inside the step, see
+    :func:`~jaxsafety.train.lm.make_lm_train_step`: ``1/k`` of the activation memory, the same update).
     ``chunk_steps``: steps per jitted loop (host round trips, not results). ``log_every`` steps to the
     tracker; with a run directory a checkpoint every ``save_every`` steps (None: only at the end), the newest
     ``keep_last`` kept."""
@@ -273,6 +275,7 @@ class FinetuneConfig:
     seed: int = 0
     freeze: tuple[str, ...] = ()
     lora: LoRAConfig | None = None
+    accum_steps: int = 1
     chunk_steps: int = 100
     log_every: int = 10
     save_every: int | None = None
@@ -294,6 +297,13 @@ class FinetuneConfig:
             "lora",
             self.lora,
             "None or a LoRAConfig",
+        )
+        check_range("accum_steps", self.accum_steps, ge=1, integer=True)
+        check(
+            self.batch_size % self.accum_steps == 0,
+            "accum_steps",
+            self.accum_steps,
+            f"divisors of batch_size ({self.batch_size})",
         )
         check_range("chunk_steps", self.chunk_steps, ge=1, integer=True)
         check_range("log_every", self.log_every, ge=1, integer=True)
@@ -329,15 +339,17 @@ def _epoch_perm(key: jax.Array, epoch: jax.Array, n: int) -> jax.Array:
     return jax.random.permutation(jax.random.fold_in(key, epoch), n)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1, 2), donate_argnums=(3,))
-def _sft_chunk(graphdef, max_steps: int, batch_size: int, state, table, key, first_step, num_steps):
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3), donate_argnums=(4,))
+def _sft_chunk(
+    graphdef, max_steps: int, batch_size: int, accum_steps: int, state, table, key, first_step, num_steps
+):
     """Steps ``first_step .. first_step + num_steps - 1`` (``num_steps <= max_steps``, dynamic: one
     compilation for every chunk) in a ``lax.fori_loop``. Step ``s`` trains on rows ``perm_e[r]`` for positions
     ``s B + i`` (``e, r = divmod(pos, N)``, ``perm_e`` the permutation of epoch ``e`` from ``fold_in(key,
     e)``). A batch spans at most two epochs (``B <= N``): the loop carries the permutations of the current and
     the next epoch and draws a new one only when an epoch ends. Returns the state, losses and gradient norms
     ``[max_steps]``."""
-    step = make_lm_train_step(graphdef)
+    step = make_lm_train_step(graphdef, accum_steps=accum_steps)
     tokens, mask, loss_mask = table
     n = tokens.shape[0]
     e0 = first_step * batch_size // n
@@ -505,7 +517,15 @@ def finetune(
                 n = end - first
                 t0 = time.perf_counter()
                 state, chunk_losses, chunk_norms = _sft_chunk(
-                    graphdef, chunk, config.batch_size, state, table, k_data, jnp.int32(first), jnp.int32(n)
+                    graphdef,
+                    chunk,
+                    config.batch_size,
+                    config.accum_steps,
+                    state,
+                    table,
+                    k_data,
+                    jnp.int32(first),
+                    jnp.int32(n),
                 )
                 losses[first:end] = np.asarray(chunk_losses[:n])  # synchronises: the timing is the chunk's
                 norms[first:end] = np.asarray(chunk_norms[:n])

@@ -220,6 +220,15 @@ def test_lora_trains_only_adapters_and_exports_merged(tmp_path):
     np.testing.assert_allclose(theirs, adapter, atol=1e-4, rtol=0)
 
 
+def test_gradient_accumulation_gives_the_same_step(base_run):
+    """Two microbatches per step: the same first loss and gradient norm (one update from the same state) as
+    the whole batch at once, up to float summation order."""
+    reference, _ = base_run
+    result = finetune(_gpt2(), DATA, dataclasses.replace(BASE, steps=1, accum_steps=2), progress=False)
+    np.testing.assert_allclose(result.losses[0], reference.losses[0], rtol=1e-5)
+    np.testing.assert_allclose(result.grad_norms[0], reference.grad_norms[0], rtol=1e-5)
+
+
 def test_resume_continues_bit_identically(base_run, tmp_path):
     """A run killed after its step-2 checkpoint and rerun on the same run_dir ends where the uninterrupted run
     ends (same process, same CPU: deterministic), with the same loss history."""
@@ -264,6 +273,7 @@ def test_bad_config_and_data_raise_before_training():
         ({"chunk_steps": 0}, "chunk_steps"),
         ({"save_every": 0}, "save_every"),
         ({"freeze": ("",)}, "freeze"),
+        ({"batch_size": 8, "accum_steps": 3}, "accum_steps"),
         ({"lora": {"rank": 2}}, "lora"),
         ({"optim": OptimizerConfig(schedule="cosine", warmup_steps=50)}, "optim.warmup_steps"),
     ):
