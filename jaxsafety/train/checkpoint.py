@@ -120,13 +120,6 @@ def _check_ocdbt_index(item_dir: Path) -> None:
         ts.KvStore.open({"driver": "ocdbt", "base": f"file://{item_dir}/"}).result().list().result()
 
 
-def _drop_orbax_abandoned_read(unraisable: Any) -> bool:
-    # orbax's read coroutine catches BaseException and raises a new Exception, so when a failed restore's event loop
-    # is closed with reads still pending, each of them "raises" again as it is finalised (GeneratorExit), whenever
-    # the garbage collector gets to it
-    return getattr(unraisable.object, "__qualname__", "") == "_read_array_index_and_device_put"
-
-
 def _silence_abandoned_reads() -> None:
     """After a failed orbax restore: keep the leftovers of its abandoned reads (each an "Exception ignored in"
     traceback with TensorStore's whole spec) off stderr, by wrapping ``sys.unraisablehook`` with a filter that drops
@@ -136,7 +129,9 @@ def _silence_abandoned_reads() -> None:
         return
 
     def hook(unraisable: Any) -> None:
-        if not _drop_orbax_abandoned_read(unraisable):
+        # orbax's read coroutine catches BaseException and raises a new Exception, so when a failed restore closes
+        # its event loop with reads still pending, each "raises" again as it is finalised (GeneratorExit)
+        if getattr(unraisable.object, "__qualname__", "") != "_read_array_index_and_device_put":
             previous(unraisable)
 
     hook.drops_orbax_abandoned_reads = True  # type: ignore[attr-defined]
@@ -162,8 +157,9 @@ class Checkpointer:
     """Save a pytree every ``save_every`` steps into ``directory/<step>``, keeping the newest ``keep_last``.
 
     ``metadata`` (JSON-serialisable, e.g. the run config) is stored next to every checkpoint. With ``checksums``
-    (default) every save also stores :func:`array_checksums` of the state and every restore verifies them (the cost
-    is one host copy and a SHA-256 pass over the state, about 1 s per GB on a loaded CPU core, on up to 8 threads).
+    (default) every save also stores :func:`array_checksums` of the state (and a hash of the metadata), and every
+    restore verifies them; the cost is one host copy and a SHA-256 pass over the state in the blocking part of the
+    save (0.35 s for 256 MB on a loaded 2-core CPU; hashed on up to 8 threads).
     Use as a context manager, or call :meth:`close`, so asynchronous saves finish before the process exits.
     """
 
@@ -235,9 +231,7 @@ class Checkpointer:
         if step is None:
             raise FileNotFoundError(f"no checkpoint in {self.directory}")
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, _keys_to_data(target))
-        # checkpoints saved without checksums have no such item; looked up on disk (the manager keeps each step in
-        # ``directory/<step>``) because orbax's item_metadata warns on stderr when a step's array metadata is gone
-        verify = (self.directory / str(step) / "checksums").is_dir()
+        verify = self._has_checksums(step)
         items = {"state": ocp.args.StandardRestore(abstract)}
         if verify:
             items |= {"meta": ocp.args.JsonRestore(), "checksums": ocp.args.JsonRestore()}
@@ -258,11 +252,26 @@ class Checkpointer:
             raise CorruptCheckpointError(self.directory, step, reason, mismatch=True)
         return _data_to_keys(out["state"], target)
 
+    def _has_checksums(self, step: int) -> bool:
+        # checkpoints saved without checksums have no such item; looked up on disk (the manager keeps each step in
+        # ``directory/<step>``) because orbax's item_metadata warns on stderr when a step's array metadata is gone
+        return (self.directory / str(step) / "checksums").is_dir()
+
     def metadata(self, step: int | None = None) -> dict[str, Any]:
+        """The ``metadata`` saved with ``step`` (default: latest), verified against its hash when it has one."""
         step = self.latest_step() if step is None else step
         if step is None:
             raise FileNotFoundError(f"no checkpoint in {self.directory}")
-        return dict(self._mgr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"])
+        verify = self._has_checksums(step)
+        items = {"meta": ocp.args.JsonRestore()} | ({"checksums": ocp.args.JsonRestore()} if verify else {})
+        try:
+            out = self._mgr.restore(step, args=ocp.args.Composite(**items))
+            ok = not verify or _json_sha256(out["meta"]) == out["checksums"]["meta_sha256"]
+        except Exception as err:
+            raise CorruptCheckpointError(self.directory, step, _one_line(err), mismatch=False) from err
+        if not ok:
+            raise CorruptCheckpointError(self.directory, step, "checksum mismatch in metadata", mismatch=True)
+        return dict(out["meta"])
 
     def restore_latest(self, target: S) -> tuple[int, S] | None:
         """``(step, state)`` of the newest checkpoint that restores and verifies, or None when there is none.

@@ -67,8 +67,9 @@ def run_loop(
     ``start`` is 0, or the step of the newest checkpoint in ``checkpointer`` that restores and passes its
     checksums (the checkpoint at step ``k`` is the state after ``k`` updates; newer corrupt ones are reported in one
     line each and moved aside, see :meth:`~jaxsafety.train.checkpoint.Checkpointer.restore_latest`; when none
-    restores, :class:`~jaxsafety.train.checkpoint.CheckpointError` is raised before any step runs). Metrics are pulled to the host only every ``log_every`` steps, so the device
-    is not synchronised on every step. The final state is always checkpointed.
+    restores, :class:`~jaxsafety.train.checkpoint.CheckpointError` is raised before any step runs). Metrics are
+    pulled to the host only every ``log_every`` steps, so the device is not synchronised on every step. The final
+    state is always checkpointed.
     """
     check_range("num_steps", num_steps, ge=0, integer=True)
     check_range("log_every", log_every, ge=1, integer=True)

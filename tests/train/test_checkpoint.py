@@ -196,6 +196,12 @@ def test_unreadable_step_falls_back_in_one_line(tmp_path: Path, capfd, damage: s
         (step_dir / damage / "metadata").write_text('{"step": 7}' if damage == "meta" else "{")
     capfd.readouterr()
     with Checkpointer(d, save_every=1) as ck:
+        if damage == "meta":  # valid JSON, other content: only the stored hash tells
+            with pytest.raises(
+                CorruptCheckpointError, match=r"step 2 .* is corrupt \(checksum mismatch in metadata\)"
+            ):
+                ck.metadata(2)
+            assert ck.metadata(1) == {"step": 1}
         asked, orbax_restore = [], ck._mgr.restore
         ck._mgr.restore = lambda step, **kw: asked.append(step) or orbax_restore(step, **kw)
         step, st = ck.restore_latest(_big_state(0))
