@@ -15,8 +15,9 @@ of the aggregate curve.
 - :mod:`~jaxsafety.scaling.chinchilla`: training scaling laws, Chinchilla approach 3 as replicated by Besiroglu et
   al. 2024 (LSE form, summed Huber loss, L-BFGS from a grid, all starts vmapped), the compute-optimal frontier and
   the power law with offset ``L(C) = a C^-b + c``.
-- :mod:`~jaxsafety.scaling.sampling`: a small zoo LM trained on arithmetic and sampled (imports the model zoo, so
-  it is not imported here).
+- :mod:`~jaxsafety.scaling.sampling`: repeated sampling of a small zoo LM trained on arithmetic
+  (:func:`jaxsafety.train.pretrained.arithmetic_lm`) and its exact success probabilities (imports the model zoo,
+  so it is not imported here).
 - :mod:`~jaxsafety.scaling.cli`: ``python -m jaxsafety.scaling fit-passk | fit-chinchilla | fit-power-law``.
 """
 
