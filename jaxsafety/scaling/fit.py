@@ -17,9 +17,18 @@ Optimiser. With 2-3 parameters the exact Hessian is cheap (forward-over-reverse 
 the mean negative log-likelihood), so each step solves ``(|H| + lambda I) d = -g`` with ``|H|`` the Hessian with its
 eigenvalues replaced by their absolute values (a saddle-free Newton step; Dauphin et al. 2014) and ``lambda``
 adapted Levenberg-Marquardt style: divided by 3 after a step that lowers the objective (or, at float32's noise
-floor, keeps it within rounding and shrinks the gradient), multiplied by 10 (and the step rejected) otherwise. Steps are capped at 3 in each coordinate. The loop (a ``lax.while_loop``, so the fit is
-jittable and vmappable) stops at a gradient max-norm below 1e-5, at ``lambda >= 1e5`` (no step helps any more:
-float32's noise floor), or after ``num_steps`` steps; convergence is reported, not enforced.
+floor, keeps it within rounding and shrinks the gradient), multiplied by 10 (and the step rejected) otherwise.
+Steps are capped at 3 in each coordinate. Near the optimum (``H`` positive definite, the Newton step ``-H^-1 g``
+below 1 in every coordinate, no damping built up) the undamped Newton step is taken, and within 1e-2 of it a step
+is accepted when the objective stays within rounding or the gradient shrinks. The loop (a ``lax.while_loop``, so
+the fit is jittable and vmappable) stops once the Newton step is below 1e-4 in every coordinate (``H`` positive
+definite) or the gradient max-norm is below 1e-5: a test of the point reached, not of the path, so a fit stops at
+the same optimum whether run eagerly, jitted, or as one lane of a vmap, on any CPU. It also stops at
+``lambda >= 1e5`` (no step helps any more) or after ``num_steps`` steps. The pending Newton step is then added
+without a new evaluation when below 1e-2 (Newton's quadratic convergence leaves the result within ~``|step|^2``
+of the optimum): measured on beta-binomial bootstrap resamples, ``alpha`` agrees with scipy's float64 optimum to
+about 1e-5 (the float32 floor), where a stop at the first stalled step left errors up to 4e-4. Convergence is
+reported, not enforced.
 
 Cost. The likelihood of a problem depends only on its ``(n, c)`` pair, so concrete data are first reduced to
 distinct pairs with multiplicities (100 attempts per problem give at most 101 pairs however many problems), and a
@@ -65,7 +74,13 @@ __all__ = [
 Likelihood = Literal["binomial", "discretized"]
 _THETA_BOUND = 12.0  # |log alpha|, |log beta|, |logit scale| stay below this (alpha in [6e-6, 1.6e5])
 _GRAD_TOL = 1e-3  # "converged": max |d mean-NLL / d theta| below this
-_STOP_TOL = 1e-5  # the Newton loop stops early below this (about float32's noise floor for the mean NLL)
+_STOP_TOL = 1e-5  # the Newton loop stops once the gradient is below this
+_STEP_TOL = (
+    1e-4  # ... or once the Newton step -H^-1 g is below this in every coordinate (H positive definite)
+)
+_NEWTON_REGION = 1.0  # undamped Newton steps once the Newton step is below this in every coordinate
+_LAMBDA0 = 1e-2  # initial Levenberg-Marquardt damping
+_POLISH_MAX = 1e-2  # the final Newton step (taken unevaluated) when below this
 
 
 class FitResult(NamedTuple):
@@ -75,8 +90,9 @@ class FitResult(NamedTuple):
     the total over problems; ``exponent_se``: asymptotic standard error of ``alpha`` (the power-law exponent) from
     the observed information, ``alpha * sqrt([H^-1]_00 / P)`` with ``H`` the Hessian of the mean negative
     log-likelihood in ``theta`` (NaN if ``H`` is not positive definite); ``grad_norm``: max-norm of its gradient at
-    the end; ``converged``: ``grad_norm < 1e-3`` and finite; ``num_accepted``: Newton steps taken (of the best
-    start).
+    the last point evaluated (``log_likelihood``, ``exponent_se`` and ``grad_norm`` are those of that point; the
+    returned ``params`` add the final, unevaluated Newton step); ``converged``: ``grad_norm < 1e-3`` and finite;
+    ``num_accepted``: Newton steps taken (of the best start).
     """
 
     params: DistributionParams
@@ -218,56 +234,83 @@ def _fit_core(
         eye = jnp.eye(theta.shape[0], dtype=theta.dtype)
         return jnp.where(ok, val, jnp.inf), jnp.where(ok, g, 0.0), jnp.where(ok, hess, eye)
 
+    def newton_step(g: jax.Array, evals: jax.Array, evecs: jax.Array) -> jax.Array:
+        """The undamped Newton step ``-H^-1 g`` from ``H``'s eigendecomposition; inf unless ``H`` is positive
+        definite."""
+        pd = jnp.min(evals) > 0
+        d = -evecs @ ((evecs.T @ g) / jnp.where(pd, evals, 1.0))
+        return jnp.where(pd & jnp.all(jnp.isfinite(d)), d, jnp.inf)
+
     def run(theta0: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array, jax.Array]:
         # The first iteration evaluates theta0 itself (val = inf, zero gradient: a zero step), so that the graph
-        # holds a single value-gradient-Hessian evaluation. Stops early once the gradient is tiny or lambda has
-        # blown up (no step lowers the objective any more: the float32 noise floor; a step must strictly lower
-        # it to be taken).
+        # holds a single value-gradient-Hessian evaluation. The stopping rule is a property of the point reached,
+        # not of the path (so a fit stops at the same optimum eager, jitted or as one lane of a vmap, on any CPU):
+        # the Newton step -H^-1 g is below _STEP_TOL in every coordinate with H positive definite, or the
+        # gradient is below _STOP_TOL; lambda >= 1e5 (no step helps) and num_steps end it too. The carry holds
+        # H's eigendecomposition (one eigh per step, shared by the stopping rule and the next step).
         def cond(carry: tuple) -> jax.Array:
-            i, _, val, g, _, lam, _, stalled = carry
-            gmax = jnp.max(jnp.abs(g))
-            # also done once a step fails to improve an already converged point (at float32's noise floor the
-            # damping would otherwise have to climb to 1e5 first, and vmapped lanes all wait for the slowest)
-            done = jnp.isfinite(val) & ((gmax < _STOP_TOL) | (lam >= 1e5) | (stalled & (gmax < _GRAD_TOL)))
+            i, _, val, g, (evals, evecs), lam, _, _ = carry
+            small_step = jnp.max(jnp.abs(newton_step(g, evals, evecs))) <= _STEP_TOL
+            done = jnp.isfinite(val) & (small_step | (jnp.max(jnp.abs(g)) < _STOP_TOL) | (lam >= 1e5))
             return (i <= num_steps) & ~done
 
         def body(carry: tuple) -> tuple:
-            i, theta, val, g, h, lam, accepted, _ = carry
-            evals, evecs = jnp.linalg.eigh(h)
-            d = -evecs @ ((evecs.T @ g) / (jnp.abs(evals) + lam))
-            d = jnp.clip(jnp.nan_to_num(d), -3.0, 3.0)
+            i, theta, val, g, (evals, evecs), lam, accepted, stalled = carry
+            newton = newton_step(g, evals, evecs)
+            # Near the optimum (a Newton step below _NEWTON_REGION, with the damping at or below its initial
+            # value) the undamped Newton step is taken: there the objective's decrease reaches float32's rounding
+            # level, and the Levenberg-Marquardt test below would stall at a point set by rounding rather than by
+            # the optimum. After a rejected step (lambda x 10) the damped steps take over again.
+            local = (jnp.max(jnp.abs(newton)) <= _NEWTON_REGION) & (lam <= _LAMBDA0) & ~stalled
+            damped = -evecs @ ((evecs.T @ g) / (jnp.abs(evals) + lam))
+            d = jnp.clip(jnp.nan_to_num(jnp.where(local, newton, damped)), -3.0, 3.0)
             cand = jnp.clip(theta + d, -_THETA_BOUND, _THETA_BOUND)
             val_c, g_c, h_c = value_grad_hess(cand)
-            # At float32's noise floor a good Newton step can fail to lower the objective visibly; there a step
-            # that keeps it within rounding and shrinks the gradient is taken too.
+            # At float32's noise floor a good step can fail to lower the objective visibly; there a step that
+            # keeps it within rounding and shrinks the gradient is taken, and so is a local Newton step that does
+            # either (the objective's rounding, relative to its terms, can exceed 8 eps |val|): within
+            # _POLISH_MAX the quadratic model is accurate and a shrinking gradient is the sign of progress.
             noise = 8.0 * jnp.finfo(val.dtype).eps * jnp.abs(val)
-            closer = (val_c <= val + noise) & (jnp.max(jnp.abs(g_c)) < jnp.max(jnp.abs(g)))
+            within, shrinks = val_c <= val + noise, jnp.max(jnp.abs(g_c)) < jnp.max(jnp.abs(g))
+            polishing = local & (jnp.max(jnp.abs(newton)) <= _POLISH_MAX)
+            closer = jnp.where(polishing, within | shrinks, within & (local | shrinks))
             ok = jnp.isfinite(val_c) & ((val_c < val) | closer)
             first = ~jnp.isfinite(val)
             pick = lambda a, b: jnp.where(ok, a, b)  # noqa: E731
             lam = jnp.where(first, lam, jnp.clip(jnp.where(ok, lam / 3.0, lam * 10.0), 1e-8, 1e8))
+            eig_c = tuple(jnp.linalg.eigh(h_c))
             return (
                 i + 1,
                 pick(cand, theta),
                 pick(val_c, val),
                 pick(g_c, g),
-                pick(h_c, h),
+                jax.tree.map(pick, eig_c, (evals, evecs)),
                 lam,
                 accepted + (ok & ~first).astype(jnp.int32),
                 ~ok & ~first,
             )
 
+        dim = theta0.shape[0]
         init = (
             jnp.zeros((), jnp.int32),
             theta0,
             jnp.asarray(jnp.inf, theta0.dtype),
             jnp.zeros_like(theta0),
-            jnp.eye(theta0.shape[0], dtype=theta0.dtype),
-            jnp.asarray(1e-2, theta0.dtype),
+            (jnp.ones(dim, theta0.dtype), jnp.eye(dim, dtype=theta0.dtype)),
+            jnp.asarray(_LAMBDA0, theta0.dtype),
             jnp.zeros((), jnp.int32),
             jnp.zeros((), bool),
         )
-        _, theta, val, g, h, _, accepted, _ = jax.lax.while_loop(cond, body, init)
+        _, theta, val, g, (evals, evecs), _, accepted, _ = jax.lax.while_loop(cond, body, init)
+        # The last Newton step, taken without a new evaluation: near the optimum Newton converges quadratically,
+        # so the returned point is within ~|step|^2 of the optimum wherever the loop stopped (val and g stay
+        # those of the point before it; they differ by float32 rounding at most).
+        newton = newton_step(g, evals, evecs)
+        polish = jnp.isfinite(val) & (jnp.max(jnp.abs(newton)) <= _POLISH_MAX)
+        theta = jnp.where(
+            polish, jnp.clip(theta + jnp.nan_to_num(newton), -_THETA_BOUND, _THETA_BOUND), theta
+        )
+        h = (evecs * evals) @ evecs.T
         return theta, val, g, h, accepted
 
     if starts is None:

@@ -66,8 +66,11 @@ def test_exponent_estimates_equal_direct_fits_on_the_same_populations():
         for s in range(num_seeds):
             b = float(fit_power_law_lsq(ks, neg_log_pass_at_k(n, c[s], ks))[1])
             assert est["least_squares"][j, s] == pytest.approx(b, rel=1e-4)
+            # the vmapped study's fit (traced counts: the general likelihood) and the direct one (sufficient
+            # statistics) both stop at the optimum (a per-lane convergence test): measured max |rel diff| 6e-6 on
+            # this AMD EPYC (default ISA, --xla_cpu_max_isa=AVX2 and SSE4_2), so 1e-4 leaves 15x
             alpha = float(fit_distribution(n, c[s], "beta", scaled=False).params.alpha)
-            assert est["beta_binomial"][j, s] == pytest.approx(alpha, rel=1e-3)
+            assert est["beta_binomial"][j, s] == pytest.approx(alpha, rel=1e-4)
 
 
 def test_exponent_estimates_validation():
