@@ -202,15 +202,27 @@ def _matmul(x: jax.Array, w: jax.Array) -> jax.Array:
 
 
 def _matmul_jvp(primals, tangents):
-    """Same derivative as the plain product, arranged for XLA:CPU.
+    """Same derivative as the plain product, arranged for XLA:CPU (profiled on the train step of
+    ``benchmarks/models_train.py``). Forward mode and higher derivatives work as for ``jnp.dot`` (this is a
+    ``custom_jvp``, not a ``custom_vjp``).
 
     The weight gradient ``x^T dy`` contracts the token axis, the leading axis of both operands. XLA:CPU's fast
-    matmul library (YNNPACK) takes no transposed left operand, so that product falls back to Eigen at about half
-    the speed (profiled on the GPT-2 train step of benchmarks/models_train.py). Writing the weight tangent through ``x^T``, materialised
-    once in the forward pass (the barrier keeps XLA from folding the transpose back into the dot), makes its
-    reverse-mode transpose the plain row-major product ``x^T @ dy``. The copy costs ``K / N`` of a pass over the
-    output, which is why :func:`_linear` uses this only when ``K <= N``. Forward mode and higher derivatives work
-    as for ``jnp.dot`` (this is a ``custom_jvp``, not a ``custom_vjp``).
+    matmul library (YNNPACK) takes no transposed left operand, so that product runs in Eigen at about 2/3 of
+    the speed.
+
+    - Widening (``K <= N``: qkv, MLP up, the LM head): the weight tangent goes through ``x^T``, materialised once
+      in the forward pass (the barrier keeps XLA from folding the transpose back into the dot), so its
+      reverse-mode transpose is the row-major product ``x^T @ dy`` in YNNPACK; the copy costs ``K / N`` of a pass
+      over the output.
+    - Narrowing (``K > N``: MLP down): the copy of ``x`` would cost more than Eigen loses, so the weight tangent
+      is the plain 2-D product ``x [tokens, K] @ tw``, whose transpose is one Eigen matmul reading ``x`` and
+      ``dy`` in place. (Through nnx.Linear's own ``[B, T, K]`` contraction XLA instead computed ``dy^T``, fusing
+      the transpose into the residual gradient's whole chain of elementwise producers, recomputed in transposed
+      order.)
+
+    The barrier on the weight tangent is one on the weight's cotangent in reverse mode: a transpose applied to
+    the weight gradient after the product (the tied LM head's ``emb.T``) is then a copy of the small ``[K, N]``
+    result instead of being folded into the product as a transposed-operand (Eigen) matmul.
     """
     x, w = primals
     tx, tw = tangents
@@ -219,8 +231,14 @@ def _matmul_jvp(primals, tangents):
     if not isinstance(tx, SymbolicZero):
         parts.append(_matmul(tx, w))
     if not isinstance(tw, SymbolicZero):
-        xt = jax.lax.optimization_barrier(x.reshape(-1, x.shape[-1]).T)  # [K, tokens]
-        parts.append(jax.lax.dot_general(xt, tw, (((0,), (0,)), ((), ()))).reshape(y.shape))
+        tw = jax.lax.optimization_barrier(tw)
+        k, n = w.shape
+        x2 = x.reshape(-1, k)  # [tokens, K]
+        if k <= n:
+            xt = jax.lax.optimization_barrier(x2.T)  # [K, tokens]
+            parts.append(jax.lax.dot_general(xt, tw, (((0,), (0,)), ((), ()))).reshape(y.shape))
+        else:
+            parts.append(jax.lax.dot_general(x2, tw, (((1,), (0,)), ((), ()))).reshape(y.shape))
     if not parts:  # not reached (JAX calls the rule only with a nonzero tangent); kept for completeness
         return y, jnp.zeros_like(y)
     return y, parts[0] if len(parts) == 1 else parts[0] + parts[1]
@@ -244,8 +262,7 @@ def _weight_grad_friendly_dot(
 def _linear(
     n_in: int, n_out: int, bias: bool, cfg: TransformerSpec, rngs: nnx.Rngs, std: float
 ) -> nnx.Linear:
-    # widening projections (qkv, MLP up / gate+up, an untied LM head) take the matmul whose weight gradient needs
-    # only the (smaller) input transposed; narrowing ones (MLP down) keep XLA's own choice
+    # every projection's x @ kernel goes through _matmul, whose derivative suits XLA:CPU's matmul library
     return nnx.Linear(
         n_in,
         n_out,
@@ -254,11 +271,7 @@ def _linear(
         param_dtype=jnp.dtype(cfg.param_dtype),
         kernel_init=nnx.initializers.normal(std),
         # the weight-gradient rewrite targets XLA:CPU's matmul library; GPU/TPU keep XLA's own choice
-        dot_general=(
-            _weight_grad_friendly_dot
-            if n_in <= n_out and jax.default_backend() == "cpu"
-            else jax.lax.dot_general
-        ),
+        dot_general=_weight_grad_friendly_dot if jax.default_backend() == "cpu" else jax.lax.dot_general,
         rngs=rngs,
     )
 

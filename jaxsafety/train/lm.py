@@ -55,30 +55,46 @@ Batch = Mapping[str, jax.Array]
 # loss
 
 
-@jax.custom_vjp
 def cross_entropy(logits: jax.Array, targets: jax.Array) -> jax.Array:
     """``-log softmax(logits)[target]`` ``[...]`` for ``logits [..., V]`` (float32) and integer ``targets [...]``.
 
     Same values as ``optax.softmax_cross_entropy_with_integer_labels``; the custom VJP writes the logits'
     gradient ``g (softmax - onehot)`` in one elementwise pass from the saved log-normaliser (autodiff of the
     gather would add a scatter-add over ``[..., V]``, and recompute the normaliser's pieces).
+
+    The work runs on the logits flattened to ``[N, V]``, the layout of the LM head's matmul output, and the loss
+    is complete before the gradient starts: XLA:CPU then writes the gradient into the logits' own buffer. (It
+    had kept both: one more ``[N, V]`` temporary, whose fresh pages cost a page fault each on every step.)
     """
+    nll = _cross_entropy_flat(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+    return nll.reshape(targets.shape)
+
+
+@jax.custom_vjp
+def _cross_entropy_flat(logits: jax.Array, targets: jax.Array) -> jax.Array:
+    """:func:`cross_entropy` of ``logits [N, V]``, ``targets [N]``."""
     return _cross_entropy_fwd(logits, targets)[0]
 
 
 def _cross_entropy_fwd(logits: jax.Array, targets: jax.Array) -> tuple[jax.Array, tuple]:
-    lse = jax.nn.logsumexp(logits, axis=-1)
-    picked = jnp.take_along_axis(logits, targets[..., None].astype(jnp.int32), axis=-1)[..., 0]
+    picked = jnp.take_along_axis(logits, targets[:, None].astype(jnp.int32), axis=-1)[:, 0]
+    # the log-normaliser as jax.nn.logsumexp computes it, its shift max(row max, picked) = the row max: the same
+    # value, but a data dependence that makes XLA gather the picked logits before the backward pass reads the
+    # logits for the last time, so the gradient can overwrite them in place (scheduled freely, the gather ran
+    # last and XLA kept a second [N, V] buffer)
+    shift = jnp.maximum(logits.max(axis=-1), picked)
+    shift = jnp.where(jnp.isfinite(shift), shift, 0.0)
+    lse = jnp.log(jnp.sum(jnp.exp(logits - shift[:, None]), axis=-1)) + shift
     return lse - picked, (logits, targets, lse)
 
 
 def _cross_entropy_bwd(res: tuple, g: jax.Array) -> tuple[jax.Array, None]:
     logits, targets, lse = res
-    onehot = jax.lax.broadcasted_iota(jnp.int32, logits.shape, logits.ndim - 1) == targets[..., None]
-    return g[..., None] * (jnp.exp(logits - lse[..., None]) - onehot.astype(logits.dtype)), None
+    onehot = jax.lax.broadcasted_iota(jnp.int32, logits.shape, 1) == targets[:, None]
+    return g[:, None] * (jnp.exp(logits - lse[:, None]) - onehot.astype(logits.dtype)), None
 
 
-cross_entropy.defvjp(_cross_entropy_fwd, _cross_entropy_bwd)
+_cross_entropy_flat.defvjp(_cross_entropy_fwd, _cross_entropy_bwd)
 
 
 def next_token_loss(
