@@ -150,14 +150,49 @@ def time_fn(fn: Callable[..., Any], *args: Any, repeats: int = 5, warmup: int = 
     return _timing(first, _steady(lambda: fn(*args), repeats, max(warmup - 1, 0)))
 
 
-def _cpu_model() -> str:
+# ISA extensions that decide matmul and elementwise kernels (x86 /proc/cpuinfo "flags", Arm "Features")
+_ISA_FLAG = re.compile(
+    r"^(sse\S*|ssse3|avx\S*|fma\S*|f16c|amx\S*|bmi\d|popcnt|movbe|aes|vaes|sha\S*|gfni|vpclmulqdq|adx"
+    r"|asimd\S*|sve\d*|sme\d*|fphp|bf16|i8mm|dotprod)$"
+)
+
+
+def _cpu_info() -> dict[str, Any]:
+    """CPU vendor, model name and ISA extensions from /proc/cpuinfo (Linux); the model alone elsewhere.
+
+    The ISA list is what tells an AVX-512 / AMX Xeon from an AVX-512 EPYC or an AVX2-only laptop: the same
+    benchmark's matmul peak and kernel choices differ between them."""
+    fields: dict[str, str] = {}
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+            key, _, value = line.partition(":")
+            key = key.strip()
+            if key in (
+                "vendor_id",
+                "model name",
+                "cpu family",
+                "model",
+                "flags",
+                "Features",
+                "CPU implementer",
+                "CPU part",
+            ):
+                fields.setdefault(key, value.strip())
+            elif not line.strip() and fields:  # first processor block is enough
+                break
     except OSError:
         pass
-    return platform.processor() or "unknown"
+    flags = (fields.get("flags") or fields.get("Features") or "").split()
+    model = fields.get("model name") or platform.processor() or "unknown"
+    if "model name" not in fields and "CPU part" in fields:
+        model = f"implementer {fields.get('CPU implementer')} part {fields['CPU part']}"
+    return {
+        "cpu": model,
+        "cpu_vendor": fields.get("vendor_id") or platform.machine() or "unknown",
+        # family/model numbers name the generation when a VM reports only a generic model name ("AMD EPYC")
+        "cpu_family_model": f"{fields['cpu family']}/{fields['model']}" if "cpu family" in fields else None,
+        "cpu_isa": sorted(f for f in flags if _ISA_FLAG.match(f)),
+    }
 
 
 def _git_commit() -> str | None:
@@ -175,14 +210,15 @@ def _git_commit() -> str | None:
 
 
 def machine_info() -> dict[str, Any]:
-    """Where a number was measured: devices, core count, library versions, commit, time."""
+    """Where a number was measured: CPU model, vendor and ISA extensions, devices, core count, library versions,
+    commit, time."""
     import numpy as np
 
     devices = jax.devices()
     info: dict[str, Any] = {
         "timestamp_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "platform": platform.platform(),
-        "cpu": _cpu_model(),
+        **_cpu_info(),
         "cpu_count": os.cpu_count(),
         "cpu_affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "python": sys.version.split()[0],

@@ -65,8 +65,22 @@ def test_write_result_and_runner(tmp_path: Path, capsys):
     path = write_result("demo", {"ratio": 2.0}, tmp_path)
     data = json.loads(path.read_text())
     assert data["benchmark"] == "demo" and data["ratio"] == 2.0
-    for k in ("jax", "backend", "device_kind", "cpu_count", "timestamp_utc"):
+    for k in ("jax", "backend", "device_kind", "cpu_count", "timestamp_utc", "cpu", "cpu_vendor", "cpu_isa"):
         assert k in data["machine"]
+    # the ISA list is the subset of /proc/cpuinfo's flags that name SIMD / matrix extensions
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        flags = next(
+            (
+                ln.split(":", 1)[1].split()
+                for ln in cpuinfo.read_text().splitlines()
+                if ln.startswith("flags")
+            ),
+            [],
+        )
+        assert set(data["machine"]["cpu_isa"]) <= set(flags)
+        assert ("avx2" in data["machine"]["cpu_isa"]) == ("avx2" in flags)
+        assert "smep" not in data["machine"]["cpu_isa"]  # a security feature, not an ISA extension
     assert "matmul" in runner.discover()
     assert runner.main(["--only", "nope", "--out", str(tmp_path)]) == 2
     assert "--only nope is invalid" in capsys.readouterr().out
