@@ -22,6 +22,19 @@ Timing is interleaved round-robin (one call of every contender per round; see
 add ``single_core``: the rows re-run pinned to one CPU (per-core efficiency; see
 :func:`benchmarks.models_train.single_core`).
 
+``sample_rows``: n samples per prompt (best-of-n, pass@k), ``B = 4`` prompts of 32 tokens x ``n = 16`` samples of
+64 tokens, plain temperature-1 sampling (no top-k / top-p on either side):
+
+- ours: ``generate(..., num_samples=n)``: each prompt prefilled ONCE, its cache tiled to its n rows
+  (``KVCache.repeat``), then one decode loop over ``B * n`` rows;
+- HF: ``model.generate(do_sample=True, num_return_sequences=n, top_k=0, top_p=1.0, ...)`` (HF expands the prompts
+  to ``B * n`` rows before the prefill), 1 and 2 torch threads.
+
+Samples cannot match token for token (different random streams), so the row checks that both sides draw from the
+same distribution instead: every sample of both sides is re-scored under our model (:func:`sequence_logprobs`,
+one uncached forward, no sampling code) and the mean log-probability per generated token is reported for each,
+with its standard error over rows; their difference should be within a few standard errors.
+
 ``python -m benchmarks.models_generate [--quick]`` writes ``benchmarks/results/models_generate.json``.
 """
 
@@ -43,9 +56,9 @@ from benchmarks.models_train import (
     pinned_prefix,
     single_core,
 )
-from jaxsafety.models.generate import SamplingConfig, generate
+from jaxsafety.models.generate import SamplingConfig, generate, sequence_logprobs
 
-__all__ = ["SHARPEN", "rows", "run"]
+__all__ = ["SHARPEN", "rows", "run", "sample_rows"]
 
 SHARPEN = 10.0
 
@@ -141,10 +154,133 @@ def rows(quick: bool, threads: tuple[int, ...] = (1, 2)) -> list[dict[str, Any]]
     ]
 
 
+def _mean_logprob(model: Any, prompt: np.ndarray, samples: np.ndarray, n: int) -> tuple[float, float]:
+    """Mean log p_model per generated token of ``samples [B*n, N]`` (prompt-major) after their prompts, re-scored
+    in one uncached forward; and its standard error over rows."""
+    seq = np.concatenate([np.repeat(prompt, n, axis=0), samples], axis=1)
+    lp = np.asarray(sequence_logprobs(model, jnp.asarray(seq, jnp.int32)))[:, prompt.shape[1] :]
+    per_row = lp.mean(-1)
+    return float(per_row.mean()), float(per_row.std(ddof=1) / np.sqrt(len(per_row)))
+
+
+def _sample_row(
+    arch: str,
+    cfg: Any,
+    prompts: int,
+    n: int,
+    prompt_len: int,
+    new: int,
+    repeats: int,
+    threads: tuple[int, ...],
+) -> dict[str, Any]:
+    import torch
+
+    model = make_model(cfg)
+    model.final_norm.scale[...] = model.final_norm.scale[...] * SHARPEN
+    hf = load_hf(model)
+    hf.eval()
+    prompt_np = np.random.default_rng(3).integers(0, cfg.vocab_size, (prompts, prompt_len), dtype=np.int32)
+    prompt = jnp.asarray(prompt_np)
+    sampling = SamplingConfig(max_new_tokens=new, temperature=1.0)
+    key = jax.random.key(0)
+
+    def ours() -> jax.Array:
+        return generate(model, prompt, None, key, sampling, num_samples=n).tokens
+
+    ids = torch.as_tensor(prompt_np, dtype=torch.long)
+    attention = torch.ones_like(ids)
+
+    def hf_generate(threads: int):
+        def call() -> Any:
+            torch.set_num_threads(threads)
+            with torch.no_grad():
+                return hf.generate(
+                    input_ids=ids,
+                    attention_mask=attention,
+                    do_sample=True,
+                    num_return_sequences=n,
+                    temperature=1.0,
+                    top_k=0,
+                    top_p=1.0,
+                    use_cache=True,
+                    max_new_tokens=new,
+                    min_new_tokens=new,
+                    pad_token_id=0,
+                    eos_token_id=None,
+                )
+
+        return call
+
+    threads0 = torch.get_num_threads()
+    hf_names = [hf_name(k) for k in threads]
+    calls = {"ours": ours, **{hf_name(k): hf_generate(k) for k in threads}}
+    torch.manual_seed(0)
+    t = time_interleaved(calls, repeats=repeats)
+    ours_tokens = np.asarray(ours())
+    hf_tokens = calls[hf_names[0]]()[:, prompt_len:].numpy()
+    torch.set_num_threads(threads0)
+    rows_out = prompts * n
+    if hf_tokens.shape != ours_tokens.shape or ours_tokens.shape != (rows_out, new):
+        raise RuntimeError(
+            f"HF generated {hf_tokens.shape}, ours {ours_tokens.shape}: expected [{rows_out}, {new}]"
+        )
+    ours_lp, ours_se = _mean_logprob(model, prompt_np, ours_tokens, n)
+    hf_lp, hf_se = _mean_logprob(model, prompt_np, hf_tokens, n)
+    hf_best = min(hf_names, key=lambda k: t[k].median_s)
+    work = rows_out * new
+    row = {
+        "arch": arch,
+        "params": model.num_params(),
+        "prompts": prompts,
+        "num_samples": n,
+        "prompt_len": prompt_len,
+        "new_tokens": new,
+        "temperature": 1.0,
+        "hf_class": type(hf).__name__,
+        "ours_tokens_per_s": work / t["ours"].median_s,
+        "hf_tokens_per_s": work / t[hf_best].median_s,
+        "hf_best_threads": threads[hf_names.index(hf_best)],
+        "ratio_ours_over_hf": t[hf_best].median_s / t["ours"].median_s,
+        "ratio_best_calls": min(t[k].min_s for k in hf_names) / t["ours"].min_s,
+        "ours_compile_s": t["ours"].compile_s,
+        # same distribution: mean log p_model per generated token of each side's samples, re-scored by one
+        # uncached forward of our model; standard errors over rows
+        "ours_mean_logprob": ours_lp,
+        "ours_mean_logprob_se": ours_se,
+        "hf_mean_logprob": hf_lp,
+        "hf_mean_logprob_se": hf_se,
+        "distinct_samples_ours": len({tuple(r) for r in ours_tokens}),
+        "timings": {k: v.to_dict() for k, v in t.items()},
+    }
+    print(
+        f"{pinned_prefix()}generate {arch} {prompts} prompts x {n} samples ({prompt_len} prompt + {new} new, "
+        f"sampled): ours {row['ours_tokens_per_s']:.0f} tok/s, HF torch num_return_sequences "
+        f"({row['hf_best_threads']} thr) {row['hf_tokens_per_s']:.0f} tok/s; ratio ours/HF "
+        f"{row['ratio_ours_over_hf']:.2f}x (best calls {row['ratio_best_calls']:.2f}x); compile+first call "
+        f"{row['ours_compile_s']:.1f} s; mean log p per token ours {ours_lp:.3f} +- {ours_se:.3f}, "
+        f"HF {hf_lp:.3f} +- {hf_se:.3f}",
+        flush=True,
+    )
+    return row
+
+
+def sample_rows(quick: bool, threads: tuple[int, ...] = (1, 2)) -> list[dict[str, Any]]:
+    """One row per architecture: ``prompts`` prompts x ``n`` sampled continuations each."""
+    if quick:
+        prompts, n, prompt_len, new, repeats = 2, 4, 8, 16, 3
+    else:
+        prompts, n, prompt_len, new, repeats = 4, 16, 32, 64, 5
+    return [
+        _sample_row(arch, cfg, prompts, n, prompt_len, new, repeats, threads)
+        for arch, cfg in model_configs(quick).items()
+    ]
+
+
 def run(quick: bool = False) -> dict[str, Any]:
     load_before = os.getloadavg()
     payload: dict[str, Any] = {
         "rows": rows(quick),
+        "sample_rows": sample_rows(quick),
         "peer": "transformers (torch) generate",
         "sharpen_final_norm": SHARPEN,
         "load_avg_before": load_before,

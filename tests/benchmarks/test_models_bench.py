@@ -1,7 +1,8 @@
-"""Model-zoo benchmarks (train step and generation vs HF torch) run end to end at their --quick sizes.
+"""Model-zoo benchmarks (train step, greedy and n-sample generation vs HF torch), end to end at --quick sizes.
 
 Checks the payload, not the speed: every throughput, ratio and timing is present and positive, both sides did the
-same work (train losses agree with torch's; greedy generations are token-for-token identical).
+same work (train losses agree with torch's; greedy generations are token-for-token identical; sampled ones have the
+same mean log-probability under the model).
 """
 
 from __future__ import annotations
@@ -57,4 +58,13 @@ def test_generate_benchmark_quick():
             assert row[key] > 0, key
         assert row["agreement"] == 1.0
         assert row["rows_identical"] == row["batch"]
+        _check_timings(row["timings"], ("ours", "hf_1thread", "hf_2threads"))
+    assert payload["sample_rows"]
+    for row in payload["sample_rows"]:
+        for key in ("ours_tokens_per_s", "hf_tokens_per_s", "ratio_ours_over_hf", "ratio_best_calls"):
+            assert row[key] > 0, key
+        # same distribution: both sides' samples, re-scored by our model, have the same mean log-prob per token
+        se = (row["ours_mean_logprob_se"] ** 2 + row["hf_mean_logprob_se"] ** 2) ** 0.5
+        assert abs(row["ours_mean_logprob"] - row["hf_mean_logprob"]) < 5 * se
+        assert row["distinct_samples_ours"] > 1  # the n samples of a prompt differ
         _check_timings(row["timings"], ("ours", "hf_1thread", "hf_2threads"))

@@ -398,7 +398,7 @@ def test_top_k_top_p_match_numpy():
 @pytest.mark.parametrize(
     ("cfg", "num_samples"),
     [
-        (SamplingConfig(max_new_tokens=1, temperature=0.7), 1),
+        (SamplingConfig(max_new_tokens=1, temperature=1.0), 1),
         (SamplingConfig(max_new_tokens=3, temperature=1.3, top_k=12, top_p=0.8), 4000),
     ],
     ids=["temperature_tiled_prompt", "top_k_top_p_num_samples"],
