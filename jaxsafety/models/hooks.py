@@ -222,9 +222,24 @@ class Edit:
         return x + m.astype(x.dtype) * (out - x)
 
 
-def add(site: str, vector: Any, *, mask: Any = None) -> Edit:
-    """Add ``vector`` at ``site`` (activation steering, ActAdd / CAA)."""
-    return Edit(site=site, kind="add", value=vector, mask=mask)
+def _rows(site: str, value: Any, per_row: bool) -> Any:
+    """``per_row``: ``value`` is ``[B, *F]``, one value per row; insert the position axis (size 1) after the row
+    axis, giving the ``[B, 1, *F]`` form (``[B, H, 1, S]`` at ``attn.probs``) that :class:`Edit` reads as per-row.
+    (A bare ``[B, D]`` would be read as one value per position ``[L, D]``.)"""
+    if not per_row:
+        return value
+    value = jnp.asarray(value)
+    if value.ndim < 1:
+        raise ValueError(
+            f"per_row=True needs a value with a leading row axis [B, ...]; got shape {value.shape}"
+        )
+    return jnp.expand_dims(value, position_axis(site))
+
+
+def add(site: str, vector: Any, *, mask: Any = None, per_row: bool = False) -> Edit:
+    """Add ``vector`` at ``site`` (activation steering, ActAdd / CAA); ``per_row=True``: ``vector [B, D]`` holds
+    one steering vector per row."""
+    return Edit(site=site, kind="add", value=_rows(site, vector, per_row), mask=mask)
 
 
 def project_out(site: str, directions: Any, *, mask: Any = None) -> Edit:
@@ -232,14 +247,16 @@ def project_out(site: str, directions: Any, *, mask: Any = None) -> Edit:
     return Edit(site=site, kind="project_out", value=directions, mask=mask)
 
 
-def replace(site: str, value: Any, *, mask: Any = None) -> Edit:
-    """Overwrite the activation at ``site`` with ``value`` (activation patching)."""
-    return Edit(site=site, kind="replace", value=value, mask=mask)
+def replace(site: str, value: Any, *, mask: Any = None, per_row: bool = False) -> Edit:
+    """Overwrite the activation at ``site`` with ``value`` (activation patching); ``per_row=True``: ``value
+    [B, D]`` holds one value per row, the same at every position."""
+    return Edit(site=site, kind="replace", value=_rows(site, value, per_row), mask=mask)
 
 
-def scale(site: str, factor: Any, *, mask: Any = None) -> Edit:
-    """Multiply the activation at ``site`` by ``factor`` (e.g. per-head zero ablation with [H, 1] factors)."""
-    return Edit(site=site, kind="scale", value=factor, mask=mask)
+def scale(site: str, factor: Any, *, mask: Any = None, per_row: bool = False) -> Edit:
+    """Multiply the activation at ``site`` by ``factor`` (e.g. per-head zero ablation with [H, 1] factors);
+    ``per_row=True``: ``factor [B, ...]`` holds one multiplier (or [D] vector of them) per row."""
+    return Edit(site=site, kind="scale", value=_rows(site, factor, per_row), mask=mask)
 
 
 @struct.dataclass

@@ -251,12 +251,13 @@ def test_edits_at_absolute_columns_while_generating(model, prompts):
 
 
 def test_per_row_edits_in_generate_equal_each_row_alone(llama, prompts):
-    """A steering vector per prompt ([B, 1, D]) with 2 samples each: sample j of prompt i equals prompt i run alone
-    with its own vector ([D])."""
+    """A steering vector per prompt (``[B, D]`` with ``per_row=True``) with 2 samples each: sample j of prompt i
+    equals prompt i run alone with its own vector ([D])."""
     tokens, mask = prompts
     site = "blocks.0.resid_post"
     vecs = 3.0 * np.random.default_rng(8).normal(size=(3, 1, 32)).astype(np.float32)
-    out = generate(llama, tokens, mask, None, GREEDY5, num_samples=2, hooks=Hooks.make(edits=add(site, vecs)))
+    edit = add(site, vecs[:, 0], per_row=True)
+    out = generate(llama, tokens, mask, None, GREEDY5, num_samples=2, hooks=Hooks.make(edits=edit))
     for i in range(3):
         alone = generate(
             llama,
@@ -520,8 +521,8 @@ def test_score_batched_prefixes_with_edits_equals_sequence_logprobs(model):
 
 
 def test_score_per_row_edits_equal_each_row_alone(llama):
-    """One steering vector per scored continuation ([B, 1, D]): equal to scoring each continuation alone with its
-    own vector ([D])."""
+    """One steering vector per scored continuation ([B, 1, D], the form ``per_row=True`` builds from [B, D]):
+    equal to scoring each continuation alone with its own vector ([D])."""
     prefix = np.asarray([5, 9, 14, 3])
     cont, cmask = right_pad([[7, 1, 30, 2, 8], [11], [40, 41, 42]], PAD)
     site = "blocks.1.resid_mid"

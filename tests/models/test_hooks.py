@@ -195,3 +195,23 @@ def test_hooks_off_attn_probs_keep_blockwise_attention(llama):
         "blocks.0.attn.probs"
     ]
     np.testing.assert_allclose(probs.sum(-1), 1.0, atol=1e-5)
+
+
+def test_per_row_constructors_insert_the_position_axis():
+    """``per_row=True`` turns a [B, D] value into the per-row form [B, 1, D] ([B, H, 1, S] at attn.probs); on a
+    [B, T, D] activation it equals adding row b's vector at every position of row b (numpy broadcast)."""
+    rng = np.random.default_rng(3)
+    x = jnp.asarray(rng.normal(size=(3, 5, 4)), jnp.float32)
+    v = rng.normal(size=(3, 4)).astype(np.float32)
+    np.testing.assert_allclose(add("blocks.0.resid_post", v, per_row=True).apply(x), x + v[:, None], atol=0)
+    np.testing.assert_allclose(scale("blocks.0.resid_post", v, per_row=True).apply(x), x * v[:, None], atol=0)
+    np.testing.assert_allclose(
+        replace("blocks.0.resid_post", v, per_row=True).apply(x), np.broadcast_to(v[:, None], x.shape), atol=0
+    )
+    probs = jnp.asarray(rng.random(size=(3, 2, 5, 5)), jnp.float32)
+    f = rng.random(size=(3, 2, 5)).astype(np.float32)  # [B, H, S]: per row, the same for every query
+    np.testing.assert_allclose(
+        scale("blocks.0.attn.probs", f, per_row=True).apply(probs), probs * f[:, :, None], atol=0
+    )
+    with pytest.raises(ValueError, match="per_row=True needs a value with a leading row axis"):
+        add("blocks.0.resid_post", 1.0, per_row=True)
