@@ -125,6 +125,8 @@ def test_lola_dice_matches_exact_lola_on_finite_horizon_value(look_ahead: bool):
 
 
 def test_make_dice_learning_naive_ipd_defects_and_exploits_cooperator():
+    """Thresholds measured over 8 key sets (this AMD EPYC): the pair's cooperation fell by 0.34-0.42 (> 0.2) and
+    its value by 0.45-0.51 (> 0.3); the single learner's value rose by 0.491-0.494 (> 0.4)."""
     horizon, batch = 8, 16
     payoffs = ipd(2)
     inits = 0.5 * jax.random.normal(jax.random.key(4), (4, 2, 5))

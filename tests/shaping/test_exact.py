@@ -120,7 +120,11 @@ def test_ipd_values_by_simulation():
 def test_lola_pair_cooperates_where_naive_pair_defects():
     """Foerster et al. 2018 (figure 3, exact gradients): two naive learners in the IPD end near mutual defection
     (per-step reward -2), two LOLA learners near mutual cooperation (close to -1). Values here are normalised by
-    ``1 - gamma``, so ``lr = alpha = 10`` is a step of 0.4 (and a look-ahead of 0.4) on the paper's scale."""
+    ``1 - gamma``, so ``lr = alpha = 10`` is a step of 0.4 (and a look-ahead of 0.4) on the paper's scale.
+
+    Exact gradients (no sampling). Measured over init keys 0-7 (8 inits each, this AMD EPYC): the naive pair's mean
+    final value was -2.00 to -1.87 (threshold -1.8: margin 0.07; an init that ends elsewhere moves the mean of 8
+    by 0.125), the LOLA pair's -1.14 to -1.02 (threshold -1.3: margin 0.16)."""
     inits = jax.random.normal(jax.random.key(0), (8, 2, 5))
     runs = {}
     for name, spec in {

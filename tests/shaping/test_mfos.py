@@ -71,7 +71,9 @@ def test_mfos_observation_rolls_the_players_to_the_observer():
 
 
 def test_mfos_es_shaper_beats_the_naive_seat_in_the_3_player_ipd():
-    # the claim of M-FOS: a meta-learned shaper earns more over the trial than a naive learner in its seat
+    # the claim of M-FOS: a meta-learned shaper earns more over the trial than a naive learner in its seat.
+    # Measured over ES keys 0-7 (this AMD EPYC): the shaper's gain over the naive seat was 0.43-0.84, so the
+    # threshold 0.2 leaves a margin of 0.23.
     n = 3
     payoffs = tensor_game.ipd(n)
     cfg = MFOSConfig(trial_length=20, hidden=(16,))
