@@ -1,9 +1,10 @@
 """Derivatives of the decoder's CPU-tuned pieces against plain autodiff.
 
 ``_matmul`` (every projection and the tied LM head on CPU) has a custom JVP that reorders the weight gradient for
-XLA:CPU; here its first and second derivatives, forward and reverse mode, are checked against ``jnp.dot`` in
-float64, and the whole model's loss gradient against the same model with plain ``jax.lax.dot_general``
-projections and a plain ``hidden @ E^T`` head.
+XLA:CPU, and LayerNorm a custom JVP that keeps fewer residuals; here their first and second derivatives,
+forward and reverse mode, are checked against autodiff of the plain formulas in float64, and the whole model's
+loss gradient against the same model with plain ``jax.lax.dot_general`` projections and a plain ``hidden @ E^T``
+head.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jaxsafety.models import GPT2, GPT2Config, Llama, LlamaConfig
-from jaxsafety.models.transformer import _matmul
+from jaxsafety.models import GPT2, GPT2Config, Llama, LlamaConfig, transformer
+from jaxsafety.models.transformer import _layer_norm, _matmul
 from jaxsafety.train.lm import next_token_loss
 
 
@@ -52,6 +53,34 @@ def test_matmul_derivatives_match_plain_dot(x_shape, w_shape, transposed):
         np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-12, atol=1e-12)
 
 
+def _plain_layer_norm(x, w, b, eps):
+    mean = x.mean(-1, keepdims=True)
+    return (x - mean) / jnp.sqrt(((x - mean) ** 2).mean(-1, keepdims=True) + eps) * w + b
+
+
+def test_layer_norm_derivatives_match_plain_formula():
+    rng = np.random.default_rng(2)
+    with jax.enable_x64():
+        x = jnp.asarray(rng.normal(size=(3, 4, 6)) * 2 + 0.5)
+        w = jnp.asarray(rng.normal(size=6))
+        b = jnp.asarray(rng.normal(size=6))
+        c = jnp.asarray(rng.normal(size=(3, 4, 6)))
+        eps = 0.3  # large, so a derivative that dropped it would fail
+        ours = lambda x, w, b: jnp.sum(jnp.sin(_layer_norm(x, w, b, eps)) * c)  # noqa: E731
+        plain = lambda x, w, b: jnp.sum(jnp.sin(_plain_layer_norm(x, w, b, eps)) * c)  # noqa: E731
+        for fn in (jax.grad, jax.hessian):
+            got = jax.jit(fn(ours, argnums=(0, 1, 2)))(x, w, b)
+            want = fn(plain, argnums=(0, 1, 2))(x, w, b)
+            for a, e in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+                np.testing.assert_allclose(np.asarray(a), np.asarray(e), rtol=1e-10, atol=1e-12)
+        t = tuple(jnp.asarray(rng.normal(size=a.shape)) for a in (x, w, b))
+        np.testing.assert_allclose(
+            np.asarray(jax.jvp(ours, (x, w, b), t)[1]),
+            np.asarray(jax.jvp(plain, (x, w, b), t)[1]),
+            rtol=1e-10,
+        )
+
+
 def _plain_loss(model, tokens):
     """The model's next-token loss with every projection a plain ``dot_general`` and the head ``h @ E^T``."""
     linears = [m for _, m in nnx.iter_graph(model) if isinstance(m, nnx.Linear)]
@@ -68,8 +97,8 @@ def _plain_loss(model, tokens):
 
 
 @pytest.mark.parametrize("arch", ["gpt2", "llama"])
-def test_model_loss_gradient_matches_plain_autodiff(arch):
-    """Gradient of the train loss (every custom derivative on the CPU path: projections, tied head, loss)
+def test_model_loss_gradient_matches_plain_autodiff(arch, monkeypatch):
+    """Gradient of the train loss (every custom derivative on the CPU path: projections, tied head, LayerNorm, loss)
     against plain autodiff of the same model, in float32 on a tiny model."""
     if arch == "gpt2":
         cfg = GPT2Config(vocab_size=61, max_seq_len=16, d_model=32, n_layers=2, n_heads=2)
@@ -89,6 +118,12 @@ def test_model_loss_gradient_matches_plain_autodiff(arch):
         return _plain_loss(nnx.merge(graphdef, p, rest), tokens)
 
     got = jax.jit(jax.grad(ours))(params)
+    # the reference: the plain LayerNorm formula too
+    monkeypatch.setattr(
+        transformer.LayerNorm,
+        "__call__",
+        lambda self, x: _plain_layer_norm(x, self.scale[...], self.bias[...], self.eps),
+    )
     want = jax.jit(jax.grad(plain))(params)
     for (path, a), b in zip(jax.tree.leaves_with_path(got), jax.tree.leaves(want)):
         scale = float(jnp.abs(b).max()) + 1e-12
