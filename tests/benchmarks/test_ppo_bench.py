@@ -41,7 +41,9 @@ def test_quick_run_payload_is_complete_and_positive():
 
 
 def test_purejaxrl_reference_learns_cartpole():
-    # 60 updates of 512 steps (one seed): a working PPO goes from ~20 (random policy) to well over 100
+    # 60 updates of 512 steps (one seed): a working PPO goes from ~20 (random policy) to well over 100. Measured
+    # over 16 seeds (split(key(1000), 16), this AMD EPYC): first 5 updates 22.9-26.5 (< 40), last 5 104-191
+    # (> 80: margin 24) and last / first >= 4.2 (> 2.5); key(0): 24.9 -> 170.2.
     config = purejaxrl_ppo.RefConfig(total_timesteps=60 * 512)
     _, metrics = jax.jit(purejaxrl_ppo.make_train(config))(jax.random.key(0))
     ret = np.asarray(metrics["episode_return"])

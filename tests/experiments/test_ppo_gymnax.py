@@ -34,7 +34,9 @@ def test_smoke_writes_results_logs_plot_checkpoint(smoke_run: Path):
     assert cfg["env"] == res["env"] == "CartPole-v1" and cfg["num_seeds"] == res["num_seeds"] == 2
     steps = res["env_steps_per_seed"]
     assert steps == cfg["total_timesteps"] == 20_480
-    # learned, not just ran: a random policy balances ~22 steps
+    # learned, not just ran: a random policy balances ~22 steps. Measured with the smoke config over --seed 0-11
+    # (2 seeds each; this AMD EPYC): final return 66-91 (> 45: margin 21), greedy eval 165-414, the logged curve
+    # from 20-23 at the first update to 61-98 at the last.
     assert res["final_return_mean"] > 45 and len(res["final_return_per_seed"]) == 2
     assert res["eval_return_mean"] > 45
     assert res["sps"] > 0 and res["compile_seconds"] > 0 and res["train_seconds"] > 0

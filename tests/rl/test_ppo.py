@@ -244,7 +244,9 @@ def test_continuous_control_runs(kwargs: dict):
 
 @pytest.mark.slow
 def test_cartpole_solved_with_default_hyperparameters():
-    """Issue 5 acceptance: mean final return >= 475 over 4 vmapped seeds within 5e5 env steps."""
+    """Issue 5 acceptance: mean final return >= 475 over 4 vmapped seeds within 5e5 env steps. Measured over 16
+    seeds (split(key(g), 4) for g = 0-3, this AMD EPYC, default ISA and --xla_cpu_max_isa=SSE4_2): every seed's
+    last-10-update return was 500 (the cap)."""
     cfg = PPOConfig()
     assert cfg.env_steps <= 500_000
     _, metrics = jax.jit(jax.vmap(make_train(cfg)))(jax.random.split(jax.random.key(0), 4))
@@ -255,7 +257,9 @@ def test_cartpole_solved_with_default_hyperparameters():
 @pytest.mark.slow
 def test_pendulum_learned_with_preset():
     """The experiment's Pendulum-v1 preset: mean final training return over 4 seeds above -300 (random: ~-1200;
-    rl-baselines3-zoo's tuned SB3 PPO: -172 +- 104 with its deterministic policy)."""
+    rl-baselines3-zoo's tuned SB3 PPO: -172 +- 104 with its deterministic policy). Measured over 12 seeds
+    (split(key(g), 4) for g = 0-2, this AMD EPYC): the 4-seed means of the final return were -192 to -172 and of
+    the greedy return -190 to -185 (single seeds -224 to -162 and -237 to -129): a margin of over 100."""
     from experiments.ppo_gymnax import ENV_PRESETS
 
     cfg = ENV_PRESETS["Pendulum-v1"]
