@@ -151,15 +151,19 @@ def test_never_winning_never_losing_and_unseen_models_stay_finite():
     a, b, y = a[keep], b[keep], y[keep]
     with pytest.raises(ConfigError, match=r"l2=0\.0 is invalid.*model 0 never wins"):
         fit_bradley_terry(a, b, y, num_models=N_MODELS, l2=0.0)
-    # Hunter's MM crawls here (hundreds to thousands of accelerated steps, depending on rounding; it cannot reach
-    # tol = 1e-9): the reason auto never picks it
+    # Hunter's MM crawls here (it cannot reach tol = 1e-9): the reason auto never picks it. Whether its
+    # Anderson-accelerated iteration reaches even tol = 1e-6 depends on rounding: on this AMD EPYC it took 1358 steps
+    # (default ISA), 3176 (--xla_cpu_max_isa=AVX), and with SSE4_2 it wandered for all 20000 without getting there,
+    # while the best iterate it returns was within 4e-6 of Newton's optimum. So MM is held to the optimum (below),
+    # not to its converged flag.
     results = {
         m: fit_bradley_terry(a, b, y, num_models=N_MODELS, method=m, tol=1e-9) for m in ("newton", "newman")
     }
     results["mm"] = fit_bradley_terry(a, b, y, num_models=N_MODELS, method="mm", max_iter=20_000, tol=1e-6)
+    assert int(results["mm"].num_iterations) > 500
     for method, r in results.items():
         s = _scores(r)
-        assert bool(r.converged) and np.all(np.isfinite(s)), method
+        assert (bool(r.converged) or method == "mm") and np.all(np.isfinite(s)), method
         assert s[0] < s[2:11].min() - 10 and s[1] > s[2:11].max() + 10, method  # far out, but finite
         np.testing.assert_allclose(s[11], 0.0, atol=1e-5, err_msg=method)  # no comparisons: the prior mean
         np.testing.assert_allclose(s, _scores(results["newton"]), atol=1e-5, err_msg=method)
