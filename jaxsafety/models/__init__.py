@@ -36,7 +36,7 @@ from jaxsafety.models.taps import (
     per_example_kernel_grads,
 )
 from jaxsafety.models.tokenizer import CharTokenizer
-from jaxsafety.models.transformer import CausalLM, KVCache, ModelOutput, positions_from_mask
+from jaxsafety.models.transformer import CausalLM, KVCache, ModelOutput, lean_backward, positions_from_mask
 
 __all__ = [
     "GPT2",
@@ -68,6 +68,7 @@ __all__ = [
     "generate",
     "last_token_index",
     "layer_taps",
+    "lean_backward",
     "left_pad",
     "linear_layers",
     "merge_lora",

@@ -28,6 +28,7 @@ from flax import nnx
 
 from jaxsafety.config import ConfigError, check, check_choice, check_range, config_to_dict
 from jaxsafety.data.corpus import CorpusConfig, synthetic_corpus, text_file_corpus
+from jaxsafety.models import lean_backward
 from jaxsafety.models.gpt2 import GPT2, GPT2Config
 from jaxsafety.models.llama import Llama, LlamaConfig
 from jaxsafety.train.checkpoint import Checkpointer
@@ -150,7 +151,8 @@ def _lm_step(
     model_def, params, rest = nnx.split(model, optimizer.wrt, ...)
 
     def summed_loss(p: nnx.State, tokens: jax.Array, mask: jax.Array, target: jax.Array):
-        logits = nnx.merge(model_def, p, rest)(tokens, mask)
+        with lean_backward():  # reverse mode only here: the decoder may keep less for the backward pass
+            logits = nnx.merge(model_def, p, rest)(tokens, mask)
         loss, n = next_token_loss(logits, tokens, target)
         return loss * n, n  # the token-loss sum: microbatch sums add up to the full-batch sum
 

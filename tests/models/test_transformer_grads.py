@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jaxsafety.models import GPT2, GPT2Config, Llama, LlamaConfig, transformer
-from jaxsafety.models.transformer import _layer_norm, _matmul
+from jaxsafety.models import GPT2, GPT2Config, Llama, LlamaConfig, lean_backward, transformer
+from jaxsafety.models.transformer import _layer_norm, _lean_mlp, _matmul
 from jaxsafety.train.lm import next_token_loss
 
 
@@ -81,6 +81,46 @@ def test_layer_norm_derivatives_match_plain_formula():
         )
 
 
+@pytest.mark.parametrize(
+    ("act", "gated", "bias"),
+    [("gelu_new", False, True), ("gelu", False, False), ("silu", True, False), ("relu", True, True)],
+)
+def test_lean_mlp_matches_plain_autodiff(act, gated, bias):
+    """The lean MLP's custom VJP (recomputing the activation in the backward pass) against autodiff of the plain
+    ``act(x @ wu + bu) @ wd + bd`` in float64, every input differentiated."""
+    rng = np.random.default_rng(3)
+    n, d, f = 6, 4, 5
+    with jax.enable_x64():
+        x = jnp.asarray(rng.normal(size=(n, d)))
+        wu = jnp.asarray(rng.normal(size=(d, 2 * f if gated else f)))
+        wd = jnp.asarray(rng.normal(size=(f, d)))
+        bu = jnp.asarray(rng.normal(size=wu.shape[1])) if bias else None
+        bd = jnp.asarray(rng.normal(size=d)) if bias else None
+        c = jnp.asarray(rng.normal(size=(n, d)))
+        acts = {
+            "gelu_new": lambda z: jax.nn.gelu(z, approximate=True),
+            "gelu": lambda z: jax.nn.gelu(z, approximate=False),
+            "silu": jax.nn.silu,
+            "relu": jax.nn.relu,
+        }
+
+        def plain(x, wu, bu, wd, bd):
+            pre = x @ wu + (0 if bu is None else bu)
+            h = acts[act](pre[:, :f]) * pre[:, f:] if gated else acts[act](pre)
+            return jnp.sum(jnp.sin(h @ wd + (0 if bd is None else bd)) * c)
+
+        def ours(x, wu, bu, wd, bd):
+            return jnp.sum(jnp.sin(_lean_mlp(act, gated, x, wu, bu, wd, bd)) * c)
+
+        args = (x, wu, bu, wd, bd)
+        np.testing.assert_allclose(float(jax.jit(ours)(*args)), float(plain(*args)), rtol=1e-12)
+        got = jax.jit(jax.grad(ours, argnums=(0, 1, 2, 3, 4)))(*args)
+        want = jax.grad(plain, argnums=(0, 1, 2, 3, 4))(*args)
+        assert len(jax.tree.leaves(got)) == (5 if bias else 3)
+        for a, e in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(e), rtol=1e-10, atol=1e-12)
+
+
 def _plain_loss(model, tokens):
     """The model's next-token loss with every projection a plain ``dot_general`` and the head ``h @ E^T``."""
     linears = [m for _, m in nnx.iter_graph(model) if isinstance(m, nnx.Linear)]
@@ -98,8 +138,9 @@ def _plain_loss(model, tokens):
 
 @pytest.mark.parametrize("arch", ["gpt2", "llama"])
 def test_model_loss_gradient_matches_plain_autodiff(arch, monkeypatch):
-    """Gradient of the train loss (every custom derivative on the CPU path: projections, tied head, LayerNorm, loss)
-    against plain autodiff of the same model, in float32 on a tiny model."""
+    """Gradient of the train loss (every custom derivative on the CPU path: projections, tied head, LayerNorm, the
+    lean MLP, loss) against plain autodiff of the same model, in float32 on a tiny model; outside
+    ``lean_backward`` the model stays forward-mode differentiable."""
     if arch == "gpt2":
         cfg = GPT2Config(vocab_size=61, max_seq_len=16, d_model=32, n_layers=2, n_heads=2)
         model = GPT2(cfg, rngs=nnx.Rngs(0))
@@ -111,13 +152,29 @@ def test_model_loss_gradient_matches_plain_autodiff(arch, monkeypatch):
     tokens = jnp.asarray(np.random.default_rng(1).integers(0, cfg.vocab_size, (3, 16)), jnp.int32)
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
 
-    def ours(p):
-        return next_token_loss(nnx.merge(graphdef, p, rest)(tokens), tokens)[0]
+    def ours(p):  # as the train step traces it
+        with lean_backward():
+            return next_token_loss(nnx.merge(graphdef, p, rest)(tokens), tokens)[0]
 
     def plain(p):
         return _plain_loss(nnx.merge(graphdef, p, rest), tokens)
 
     got = jax.jit(jax.grad(ours))(params)
+    # the lean MLP is what ours runs: one custom VJP per block, plus the loss's
+    assert str(jax.make_jaxpr(ours)(params)).count("custom_vjp_call") == cfg.n_layers + 1
+
+    # outside lean_backward the model is forward-mode differentiable (the loss, a custom VJP, is not)
+    rng = np.random.default_rng(4)
+    weights = jnp.asarray(rng.normal(size=(3, 16, cfg.vocab_size)), jnp.float32)
+
+    def readout(p):
+        return jnp.sum(nnx.merge(graphdef, p, rest)(tokens) * weights)
+
+    direction = jax.tree.map(lambda a: jnp.asarray(rng.normal(size=a.shape), a.dtype), params)
+    fwd = jax.jit(lambda p, v: jax.jvp(readout, (p,), (v,))[1])(params, direction)
+    rev_grad = jax.jit(jax.grad(readout))(params)
+    rev = sum(jnp.vdot(a, b) for a, b in zip(jax.tree.leaves(rev_grad), jax.tree.leaves(direction)))
+    np.testing.assert_allclose(float(fwd), float(rev), rtol=1e-4)
     # the reference: the plain LayerNorm formula too
     monkeypatch.setattr(
         transformer.LayerNorm,
