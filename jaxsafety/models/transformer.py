@@ -671,19 +671,19 @@ class CausalLM(nnx.Module):
             return _matmul(hidden.astype(dt), emb.T).astype(jnp.float32)
         return self.lm_head(hidden).astype(jnp.float32)
 
-    def head_matrix(self) -> jax.Array | None:
-        """The LM head as one ``[D, V]`` float32 matrix, ``logits(h) == h @ head_matrix()`` (the tied embedding
-        transposed, or the untied head's kernel), for losses that fuse the head with the softmax; None when the
-        head is not a plain float32 projection (a LoRA-wrapped head, lower-precision computation): use
-        :meth:`logits` then."""
+    def head_matrix(self) -> tuple[jax.Array, bool] | None:
+        """The LM head as one float32 matrix as stored, for losses that fuse the head with the softmax:
+        ``(matrix, vocab_major)`` with ``logits(h) == h @ matrix.T`` when ``vocab_major`` (the tied embedding
+        ``[V, D]``) else ``h @ matrix`` (the untied head's kernel ``[D, V]``). None when the head is not a plain
+        float32 projection (a LoRA-wrapped head, lower-precision computation): use :meth:`logits` then."""
         if jnp.dtype(self.config.dtype) != jnp.float32:
             return None
         if self.config.tie_embeddings:
             emb = self.embed.embedding[...]
-            return emb.T if emb.dtype == jnp.float32 else None
+            return (emb, True) if emb.dtype == jnp.float32 else None
         head = self.lm_head
         if type(head) is nnx.Linear and not head.use_bias and head.kernel[...].dtype == jnp.float32:
-            return head.kernel[...]
+            return head.kernel[...], False
         return None
 
     def init_cache(self, batch: int, max_len: int, dtype: Any = None) -> KVCache:

@@ -136,25 +136,29 @@ def _head_chunk_rows(n: int, v: int) -> int:
     return best
 
 
-@jax.custom_vjp
-def _fused_head_nll(hidden: jax.Array, head: jax.Array, targets: jax.Array, weights: jax.Array) -> jax.Array:
-    """``sum_n weights[n] * cross_entropy(hidden @ head, targets)[n]`` for ``hidden [N, D]``, ``head [D, V]``,
-    ``targets [N]``, ``weights [N]`` (float32), in row chunks of at most 16 MiB of logits.
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
+def _fused_head_nll(
+    hidden: jax.Array, head: jax.Array, targets: jax.Array, weights: jax.Array, vocab_major: bool
+) -> jax.Array:
+    """``sum_n weights[n] * cross_entropy(hidden @ head, targets)[n]`` for ``hidden [N, D]``, ``head [D, V]``
+    (``vocab_major``: ``head [V, D]``, logits ``hidden @ head.T``: a tied embedding used in place), ``targets
+    [N]``, ``weights [N]`` (float32), in row chunks of at most 16 MiB of logits.
 
     Reverse mode only, for training: each chunk's logits gradient ``w (softmax - onehot)`` is formed and used (for
     ``d hidden`` and ``d head``) right after its loss, in the forward pass, so the ``[N, V]`` logits and their
     gradient never exist whole; the backward pass scales the two saved gradients. In the train steps of
     ``benchmarks/models_train.py`` (2048 tokens, vocabulary 8192): 30 MB less XLA temp memory (each page of
     which faults on every step), 2-3% faster."""
-    return _fused_head(hidden, head, targets, weights, need_dh=False, need_dw=False)[0]
+    return _fused_head(hidden, head, targets, weights, vocab_major, need_dh=False, need_dw=False)[0]
 
 
-def _fused_head(hidden, head, targets, weights, *, need_dh: bool, need_dw: bool):
+def _fused_head(hidden, head, targets, weights, vocab_major, *, need_dh: bool, need_dw: bool):
     """The loss sum and, where needed, ``d hidden`` and ``d head`` (the gradient of what is not differentiated,
     e.g. a frozen embedding, is not formed)."""
     n, d = hidden.shape
-    v = head.shape[1]
+    v = head.shape[0 if vocab_major else 1]
     rows = _head_chunk_rows(n, v)
+    k = 1 if vocab_major else 0  # the head's D axis
     # [D, N] once, so each chunk's head gradient is the row-major product h_c^T @ p_c (see models._matmul)
     ht = jax.lax.optimization_barrier(hidden.T) if need_dw else None
 
@@ -163,7 +167,7 @@ def _fused_head(hidden, head, targets, weights, *, need_dh: bool, need_dw: bool)
         h = jax.lax.dynamic_slice_in_dim(hidden, i * rows, rows, 0)
         t = jax.lax.dynamic_slice_in_dim(targets, i * rows, rows, 0)
         w = jax.lax.dynamic_slice_in_dim(weights, i * rows, rows, 0)
-        logits = h @ head
+        logits = jax.lax.dot_general(h, head, (((1,), (k,)), ((), ())))
         picked = jnp.take_along_axis(logits, t[:, None].astype(jnp.int32), axis=-1)[:, 0]
         shift = jnp.maximum(logits.max(axis=-1), picked)  # = the row max, gathered first (see cross_entropy)
         shift = jnp.where(jnp.isfinite(shift), shift, 0.0)
@@ -174,7 +178,7 @@ def _fused_head(hidden, head, targets, weights, *, need_dh: bool, need_dw: bool)
             onehot = jax.lax.broadcasted_iota(jnp.int32, logits.shape, 1) == t[:, None]
             p = e * (w / s)[:, None] - jnp.where(onehot, w[:, None], 0.0)  # w (softmax - onehot)
             if need_dh:
-                dh_c = jax.lax.dot_general(p, head, (((1,), (1,)), ((), ())))
+                dh_c = jax.lax.dot_general(p, head, (((1,), (1 - k,)), ((), ())))
                 dh = jax.lax.dynamic_update_slice_in_dim(dh, dh_c, i * rows, 0)
             if need_dw:
                 dw = dw + jax.lax.dynamic_slice_in_dim(ht, i * rows, rows, 1) @ p
@@ -188,22 +192,25 @@ def _fused_head(hidden, head, targets, weights, *, need_dh: bool, need_dw: bool)
     return jax.lax.fori_loop(0, n // rows, chunk, init)
 
 
-def _fused_head_fwd(hidden, head, targets, weights):
+def _fused_head_fwd(hidden, head, targets, weights, vocab_major):
     # symbolic zeros: each primal says whether it is differentiated (``perturbed``)
     total, dh, dw = _fused_head(
         hidden.value,
         head.value,
         targets.value,
         weights.value,
+        vocab_major,
         need_dh=hidden.perturbed,
         need_dw=head.perturbed,
     )
     return total, (dh, dw)
 
 
-def _fused_head_bwd(res, g):
-    dh, dw = res
-    return None if dh is None else g * dh, None if dw is None else g * dw, None, None
+def _fused_head_bwd(vocab_major, res, g):
+    dh, dw = res  # dw is [D, V]: accumulated as row-major h_c^T @ p_c
+    if dw is not None:
+        dw = g * (dw.T if vocab_major else dw)
+    return None if dh is None else g * dh, dw, None, None
 
 
 _fused_head_nll.defvjp(_fused_head_fwd, _fused_head_bwd, symbolic_zeros=True)
@@ -253,9 +260,9 @@ def _lm_step(
             hidden = model.forward(tokens, mask, compute_logits=False).hidden
         targets, weight = _shifted_targets(tokens, target)
         d = hidden.shape[-1]
-        total = _fused_head_nll(
-            hidden.reshape(-1, d).astype(jnp.float32), head, targets.reshape(-1), weight.reshape(-1)
-        )
+        matrix, vocab_major = head
+        flat = hidden.reshape(-1, d).astype(jnp.float32)
+        total = _fused_head_nll(flat, matrix, targets.reshape(-1), weight.reshape(-1), vocab_major)
         return total, weight.sum()
 
     grad_fn = jax.value_and_grad(summed_loss, has_aux=True)

@@ -16,8 +16,9 @@ from jaxsafety.train import lm as lm_module
 from jaxsafety.train.lm import make_lm_train_step, next_token_loss
 
 
+@pytest.mark.parametrize("vocab_major", [False, True])  # head [D, V], or [V, D] as a tied embedding
 @pytest.mark.parametrize("chunk_floats", [1 << 22, 3 * 11])  # one chunk; 3-row chunks (4 of them)
-def test_fused_head_matches_plain_cross_entropy(chunk_floats, monkeypatch):
+def test_fused_head_matches_plain_cross_entropy(chunk_floats, vocab_major, monkeypatch):
     monkeypatch.setattr(lm_module, "_HEAD_CHUNK_FLOATS", chunk_floats)
     rng = np.random.default_rng(0)
     n, d, v = 12, 5, 11
@@ -33,7 +34,7 @@ def test_fused_head_matches_plain_cross_entropy(chunk_floats, monkeypatch):
             return jnp.sum(weights * nll)
 
         def fused(h, w):
-            return lm_module._fused_head_nll(h, w, targets, weights)
+            return lm_module._fused_head_nll(h, w.T if vocab_major else w, targets, weights, vocab_major)
 
         assert lm_module._head_chunk_rows(n, v) == (n if chunk_floats > n * v else 3)
         np.testing.assert_allclose(
