@@ -16,6 +16,9 @@ parameter, no clipping, constant learning rate):
   first call.
 
 The two sides are checked to do the same work: their losses over the first steps must agree (``max_loss_diff``).
+Each row also records the page faults per step of ours and of the HF peer (``ru_minflt`` over three calls) and
+XLA's temp buffer size: XLA:CPU maps its temp buffer afresh on every call, so each of its 4 KiB pages faults on
+first touch (~2 us each on a VM); glibc gives torch's large tensors fresh pages too.
 
 Full runs add ``single_core``: the same rows re-run in a subprocess pinned to one CPU (ours one XLA thread, HF one
 torch thread), whose ratio measures per-core efficiency and hardly depends on what else loads the machine.
@@ -34,6 +37,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import resource
 import tempfile
 import time
 from collections.abc import Callable
@@ -246,12 +250,23 @@ def _row(
     t = time_interleaved(
         calls, repeats=repeats, compile_s={"ours": ours_compile, **dict.fromkeys(hf_names, hf_first)}
     )
+
+    # page faults per step: XLA:CPU maps its whole temp buffer afresh on every call (and glibc gives torch's
+    # large tensors fresh pages too), and each first touch of a 4 KiB page faults; on a VM that is ~2 us a page
+    hf_best = min(hf_names, key=lambda k: t[k].median_s)
+    faults = {}
+    for name in ("ours", hf_best):
+        call = calls[name]
+        jax.block_until_ready(call())
+        f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        for _ in range(3):
+            jax.block_until_ready(call())
+        faults[name] = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0) / 3
     torch.set_num_threads(threads0)
 
     tokens = batch * seq
     fpt = model.flops_per_token(seq)
     fpt_hf = hf_flops_per_token(hf, seq)
-    hf_best = min(hf_names, key=lambda k: t[k].median_s)
     peak = max(mm_flops / t["matmul_jax"].median_s, mm_flops / t["matmul_numpy"].median_s)
     ours_flops = fpt * tokens / t["ours"].median_s
     hf_flops = fpt_hf * tokens / t[hf_best].median_s
@@ -281,6 +296,9 @@ def _row(
         "ours_frac_of_peak": ours_flops / peak,
         "hf_frac_of_peak": hf_flops / peak,
         "ours_compile_s": ours_compile,
+        "ours_xla_temp_mb": compiled.memory_analysis().temp_size_in_bytes / 2**20,
+        "ours_page_faults_per_step": faults["ours"],
+        "hf_page_faults_per_step": faults[hf_best],
         "timings": {k: v.to_dict() for k, v in t.items()},
     }
     print(
@@ -290,7 +308,7 @@ def _row(
         f"HF torch ({row['hf_best_threads']} thr) {row['hf_tokens_per_s']:.0f} tok/s "
         f"({row['hf_gflops']:.1f} GFLOP/s, {row['hf_frac_of_peak']:.0%}); "
         f"ratio ours/HF {row['ratio_ours_over_hf']:.2f}x (best calls {row['ratio_best_calls']:.2f}x); compile {ours_compile:.1f} s; "
-        f"loss diff {max_loss_diff:.1e}",
+        f"loss diff {max_loss_diff:.1e}; page faults/step ours {faults['ours']:.0f}, HF {faults[hf_best]:.0f}",
         flush=True,
     )
     return row
