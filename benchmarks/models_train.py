@@ -54,16 +54,20 @@ from jaxsafety.train import OptimizerConfig, make_optimizer
 from jaxsafety.train.lm import make_lm_train_step
 
 __all__ = [
+    "batch_shape",
     "hf_flops_per_token",
     "hf_name",
+    "hf_train_call",
     "load_hf",
     "make_model",
     "matmul_calls",
     "model_configs",
+    "ours_train_call",
     "pinned_prefix",
     "rows",
     "run",
     "single_core",
+    "train_tokens",
 ]
 
 # torch.optim.AdamW defaults, applied to every parameter (torch decays all of them), no clipping
@@ -193,31 +197,39 @@ def _torch_threads(torch: Any, n: int, fn: Callable[[], Any]) -> Callable[[], An
     return call
 
 
-def _row(
-    arch: str, cfg: Any, batch: int, seq: int, repeats: int, quick: bool, threads: tuple[int, ...]
-) -> dict[str, Any]:
-    import torch
+def batch_shape(quick: bool) -> tuple[int, int]:
+    """``(batch, seq_len)`` of the timed steps."""
+    return (4, 64) if quick else (8, 256)
 
-    model = make_model(cfg)
-    hf = load_hf(model)
-    hf.train()
-    tokens_np = np.random.default_rng(1).integers(0, cfg.vocab_size, (batch, seq), dtype=np.int32)
 
-    # ours: the library step, its state donated from step to step as in a training loop
+def train_tokens(cfg: Any, batch: int, seq: int) -> np.ndarray:
+    """The random token batch ``[batch, seq]`` both sides train on."""
+    return np.random.default_rng(1).integers(0, cfg.vocab_size, (batch, seq), dtype=np.int32)
+
+
+def ours_train_call(model: GPT2 | Llama, tokens_np: np.ndarray) -> tuple[Callable[[], jax.Array], Any, float]:
+    """One step of the library's train step per call (state donated from step to step, as in a training loop):
+    ``(call -> loss, compiled executable, compile seconds)``."""
     optimizer = nnx.Optimizer(model, make_optimizer(ADAMW), wrt=nnx.Param)
     graphdef, state = nnx.split((model, optimizer))
-    jax_batch = {"tokens": jnp.asarray(tokens_np), "mask": jnp.ones((batch, seq), jnp.int32)}
+    batch = {"tokens": jnp.asarray(tokens_np), "mask": jnp.ones(tokens_np.shape, jnp.int32)}
     step = jax.jit(make_lm_train_step(graphdef), donate_argnums=0)
     t0 = time.perf_counter()
-    compiled = step.lower(state, jax_batch).compile()
-    ours_compile = time.perf_counter() - t0
+    compiled = step.lower(state, batch).compile()
+    compile_s = time.perf_counter() - t0
     holder = {"state": state}
 
     def ours() -> jax.Array:
-        holder["state"], metrics = compiled(holder["state"], jax_batch)
+        holder["state"], metrics = compiled(holder["state"], batch)
         return metrics["loss"]
 
-    # HF torch: forward with labels (HF shifts them), backward, AdamW
+    return ours, compiled, compile_s
+
+
+def hf_train_call(hf: Any, tokens_np: np.ndarray) -> Callable[[], float]:
+    """One HF torch step per call: forward with labels (HF shifts them), backward, AdamW; returns the loss."""
+    import torch
+
     torch_opt = torch.optim.AdamW(
         hf.parameters(),
         lr=ADAMW.lr,
@@ -233,6 +245,21 @@ def _row(
         torch_opt.step()
         torch_opt.zero_grad(set_to_none=True)
         return loss.item()
+
+    return hf_step
+
+
+def _row(
+    arch: str, cfg: Any, batch: int, seq: int, repeats: int, quick: bool, threads: tuple[int, ...]
+) -> dict[str, Any]:
+    import torch
+
+    model = make_model(cfg)
+    hf = load_hf(model)
+    hf.train()
+    tokens_np = train_tokens(cfg, batch, seq)
+    ours, compiled, ours_compile = ours_train_call(model, tokens_np)
+    hf_step = hf_train_call(hf, tokens_np)
 
     threads0 = torch.get_num_threads()
     # same work: the losses of the first steps agree (same weights, same batch, same optimizer)
@@ -316,7 +343,7 @@ def _row(
 
 def rows(quick: bool, threads: tuple[int, ...] = (1, 2)) -> list[dict[str, Any]]:
     """One row per architecture of :func:`model_configs`; HF timed at each torch thread count in ``threads``."""
-    batch, seq = (4, 64) if quick else (8, 256)
+    batch, seq = batch_shape(quick)
     repeats = 3 if quick else 7
     return [
         _row(arch, cfg, batch, seq, repeats, quick, threads) for arch, cfg in model_configs(quick).items()
