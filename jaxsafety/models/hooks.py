@@ -166,6 +166,15 @@ class Edit:
             "the accepted shapes)"
         )
 
+    def _check_broadcast(self, x: jax.Array, shape: tuple[int, ...], why: str) -> None:
+        """Raise the shape error unless ``shape`` broadcasts against ``x`` without changing x's shape."""
+        try:
+            out = np.broadcast_shapes(shape, x.shape)
+        except ValueError:
+            out = "incompatible"
+        if out != x.shape:
+            raise self._shape_error(x, out, why)
+
     def apply(self, x: jax.Array, *, offset: Any = 0, slots: int | None = None) -> jax.Array:
         """Edit activation ``x`` whose positions are absolute columns ``offset .. offset + T - 1`` (a Python int
         or a traced scalar: the cache slot of the chunk) of a sequence of ``slots`` columns (default T)."""
@@ -182,12 +191,7 @@ class Edit:
             _, vpos = self.value_axes(x.ndim)
             if vpos is not None:
                 value = self._positions(value, x, vpos, "value", offset, slots)
-            try:
-                shape = np.broadcast_shapes(value.shape, x.shape)
-            except ValueError:
-                shape = "incompatible"
-            if shape != x.shape:
-                raise self._shape_error(x, shape, f"value {value.shape} does not broadcast to it")
+            self._check_broadcast(x, value.shape, f"value {value.shape} does not broadcast to it")
         if self.kind == "add":
             out = x + value.astype(x.dtype)
         elif self.kind == "scale":
@@ -211,12 +215,7 @@ class Edit:
             raise self._shape_error(x, m.shape, "masks are [B, L] or [L]")
         m = self._positions(m[None] if m.ndim == 1 else m, x, 1, "mask", offset, slots)
         m = m.reshape((m.shape[0],) + (1,) * (pa - 1) + (m.shape[1],) + (1,) * (x.ndim - pa - 1))
-        try:
-            shape = np.broadcast_shapes(m.shape, x.shape)
-        except ValueError:
-            shape = "incompatible"
-        if shape != x.shape:
-            raise self._shape_error(x, shape, f"mask as {m.shape} (row, position) does not broadcast to it")
+        self._check_broadcast(x, m.shape, f"mask as {m.shape} (row, position) does not broadcast to it")
         if m.dtype == jnp.bool_:
             return jnp.where(m, out, x)
         return x + m.astype(x.dtype) * (out - x)
