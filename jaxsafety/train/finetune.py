@@ -51,8 +51,8 @@ from jaxsafety.config import ConfigError, check, check_range, config_to_dict
 from jaxsafety.models.lora import LoRAConfig, add_lora, has_lora, merge_lora
 from jaxsafety.models.transformer import CausalLM
 from jaxsafety.train.checkpoint import Checkpointer
-from jaxsafety.train.lm import _optimizer, make_lm_train_step
-from jaxsafety.train.optim import OptimizerConfig, make_schedule
+from jaxsafety.train.lm import make_lm_train_step
+from jaxsafety.train.optim import OptimizerConfig, cached_optimizer, make_schedule
 from jaxsafety.train.progress import progress as progress_bar
 from jaxsafety.train.tracker import NoOpTracker, Tracker
 
@@ -474,7 +474,7 @@ def finetune(
         raise ValueError(f"freeze={config.freeze!r} leaves no parameter to train")
     num_trainable = int(sum(x.size for x in jax.tree.leaves(nnx.state(model, wrt))))
 
-    tx = _optimizer(config.optim, config.steps)
+    tx = cached_optimizer(config.optim, config.steps)
     graphdef, state = nnx.split((model, nnx.Optimizer(model, tx, wrt=wrt)))
     # a private committed copy: the chunks donate their input state, which must not be the caller's model's arrays
     state = jax.device_put(jax.tree.map(jnp.copy, state), jax.devices()[0])

@@ -33,7 +33,7 @@ from jaxsafety.models.gpt2 import GPT2, GPT2Config
 from jaxsafety.models.llama import Llama, LlamaConfig
 from jaxsafety.train.checkpoint import Checkpointer
 from jaxsafety.train.loop import run_loop
-from jaxsafety.train.optim import OptimizerConfig, make_optimizer, make_schedule
+from jaxsafety.train.optim import OptimizerConfig, cached_optimizer, make_schedule
 from jaxsafety.train.tracker import NoOpTracker, Tracker
 
 __all__ = [
@@ -511,13 +511,6 @@ def _load_documents(config: PretrainConfig) -> tuple[list[str], list[str]]:
     return docs[:-n_held], docs[-n_held:]
 
 
-@functools.lru_cache(maxsize=16)
-def _optimizer(config: OptimizerConfig, total_steps: int) -> optax.GradientTransformation:
-    """One optax object per (config, steps): the optimizer is part of the train state's graph definition, so
-    reusing the object lets repeated pretrain runs in one process share the compiled train step."""
-    return make_optimizer(config, total_steps=total_steps)
-
-
 def _epoch_sampler(num_rows: int, batch_size: int, seed: int) -> Callable[[int], np.ndarray]:
     """Row indices of step ``step``'s batch: rows in a seeded random order per epoch, epochs back to back.
 
@@ -581,7 +574,7 @@ def pretrain(
     model_cls = GPT2 if config.arch == "gpt2" else Llama
     model = model_cls(model_cfg, rngs=nnx.Rngs(jax.random.key(config.seed)))
     num_params = model.num_params()
-    optimizer = nnx.Optimizer(model, _optimizer(config.optim, config.steps), wrt=nnx.Param)
+    optimizer = nnx.Optimizer(model, cached_optimizer(config.optim, config.steps), wrt=nnx.Param)
     graphdef, state = nnx.split((model, optimizer))
     # commit the fresh state to the device, as a checkpoint restore does: jit caches by committed-ness, so a run
     # resumed in the same process (tests, a model cache) then reuses the compiled step instead of recompiling

@@ -10,6 +10,7 @@ GPT-2/Llama training recipes.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Literal
 
 import jax
@@ -17,7 +18,7 @@ import optax
 
 from jaxsafety.config import check, check_choice, check_range
 
-__all__ = ["OptimizerConfig", "make_optimizer", "make_schedule"]
+__all__ = ["OptimizerConfig", "cached_optimizer", "make_optimizer", "make_schedule"]
 
 OPTIMIZERS = ("adamw", "sgd", "lion")
 SCHEDULES = ("cosine", "linear", "constant")
@@ -146,3 +147,14 @@ def make_optimizer(cfg: OptimizerConfig, total_steps: int | None = None) -> opta
     if cfg.grad_accum_steps > 1:
         tx = optax.MultiSteps(tx, every_k_schedule=cfg.grad_accum_steps)
     return tx
+
+
+@functools.lru_cache(maxsize=16)
+def cached_optimizer(cfg: OptimizerConfig, total_steps: int) -> optax.GradientTransformation:
+    """:func:`make_optimizer`, one object per ``(cfg, total_steps)``.
+
+    An ``nnx.Optimizer``'s transformation is part of the train state's graph definition, so runs in one process
+    that build their optimizer here (repeated pretraining or fine-tuning runs of one config) reuse one object and
+    so share the compiled train step instead of compiling it again.
+    """
+    return make_optimizer(cfg, total_steps=total_steps)

@@ -146,3 +146,17 @@ def test_decaying_schedule_needs_a_run_length():
     ):
         make_optimizer(OptimizerConfig(schedule="cosine"))
     assert OptimizerConfig(schedule="cosine").resolve(100).total_steps == 100
+
+
+def test_cached_optimizer_is_one_object_per_config_and_run_length():
+    """Equal configs share one transformation (so one compiled train step); it updates as make_optimizer's."""
+    from jaxsafety.train.optim import cached_optimizer
+
+    cfg = OptimizerConfig(name="sgd", lr=0.1, b1=0.9, weight_decay=0.01)
+    tx = cached_optimizer(cfg, 10)
+    assert cached_optimizer(OptimizerConfig(name="sgd", lr=0.1, b1=0.9, weight_decay=0.01), 10) is tx
+    assert cached_optimizer(cfg, 11) is not tx
+    params, grads = _params(), _grads(1)
+    u, _ = tx.update(grads, tx.init(params), params)
+    ref, _ = make_optimizer(cfg, 10).update(grads, make_optimizer(cfg, 10).init(params), params)
+    jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)), u, ref)
