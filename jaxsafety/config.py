@@ -29,7 +29,6 @@ __all__ = [
     "ConfigError",
     "check",
     "check_choice",
-    "check_output_path",
     "check_range",
     "config_from_dict",
     "config_to_dict",
@@ -37,7 +36,6 @@ __all__ = [
     "format_number",
     "parse_cli",
     "print_table",
-    "read_csv_rows",
 ]
 
 T = TypeVar("T")
@@ -84,48 +82,6 @@ def first_bad(field: str, bad: Any, values: Any, accepted: str) -> None:
         else:
             value = value.item() if isinstance(value, np.generic) else value
         raise ConfigError(name, value, accepted)
-
-
-def read_csv_rows(
-    path: str | Path, field: str = "input"
-) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
-    """A CSV file's header (lower-cased, stripped) and ``(row number, row dict)`` pairs (the header is row 1;
-    blank lines are skipped), checked before anything is computed: a missing or empty file, or a row with the
-    wrong number of values, raises :class:`ConfigError` naming ``field`` or ``<file>:row N``."""
-    import csv
-
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(field, str(path), "the path of an existing CSV file")
-    with path.open(newline="") as f:
-        reader = csv.reader(f)
-        header = [h.strip().lower() for h in next(reader, [])]
-        if not header:
-            raise ConfigError(field, str(path), "a CSV file with a header row (it is empty)")
-        rows = []
-        for number, values in enumerate(reader, start=2):
-            if not any(v.strip() for v in values):
-                continue
-            if len(values) != len(header):
-                raise ConfigError(
-                    f"{path.name}:row {number}",
-                    ",".join(values),
-                    f"{len(header)} comma-separated values ({header})",
-                )
-            rows.append((number, {h: v.strip() for h, v in zip(header, values, strict=True)}))
-    if not rows:
-        raise ConfigError(field, str(path), "a CSV file with at least one data row")
-    return header, rows
-
-
-def check_output_path(field: str, path: str | Path, suffix: str) -> None:
-    """A CLI output file: ``path`` must end in ``suffix`` (e.g. ``".json"``, any case) and not be a directory;
-    raises :class:`ConfigError` naming ``field`` before anything is computed or written."""
-    out = Path(path)
-    if out.suffix.lower() != suffix:
-        raise ConfigError(field, str(out), f"a path ending in {suffix}")
-    if out.is_dir():
-        raise ConfigError(field, str(out), "a file path (it is a directory)")
 
 
 def format_number(x: float | None, spec: str = ".4g") -> str:

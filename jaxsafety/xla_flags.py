@@ -66,13 +66,14 @@ def enable_compilation_cache(
     """Turn on JAX's persistent compilation cache, so that a CLI or script run again skips XLA compilation of
     its larger programs (the quadrature likelihood fits of :mod:`jaxsafety.scaling` compile for about 20 s on 2
     CPU cores and load from the cache in well under 1 s). ``path``: default ``$JAXSAFETY_CACHE/xla`` (see
-    :func:`jaxsafety.train.pretrained.cache_dir`); only programs that took at least ``min_compile_time_s`` to
+    :func:`jaxsafety.io.cache_dir`); only programs that took at least ``min_compile_time_s`` to
     compile are stored. Safe to call at any time (it only sets ``jax.config`` options); returns the directory."""
     import jax
 
     if path is None:
-        root = os.environ.get("JAXSAFETY_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "jaxsafety"))
-        path = os.path.join(root, "xla")
+        from jaxsafety.io import cache_dir
+
+        path = cache_dir() / "xla"
     path = os.fspath(path)
     jax.config.update("jax_compilation_cache_dir", path)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", float(min_compile_time_s))

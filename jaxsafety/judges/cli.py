@@ -46,11 +46,11 @@ from jaxsafety.config import (
     ConfigError,
     check,
     check_choice,
-    check_output_path,
     check_range,
     format_number,
     print_table,
 )
+from jaxsafety.io import check_output_path
 
 __all__ = ["main"]
 
@@ -500,7 +500,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status (0 ok, 2 bad input)."""
-    from jaxsafety.train.experiment import write_json_atomic
+    from jaxsafety.io import write_json_atomic
 
     args = _parser().parse_args(argv)
     try:

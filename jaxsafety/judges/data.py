@@ -23,7 +23,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from jaxsafety.config import ConfigError, read_csv_rows
+from jaxsafety.config import ConfigError
+from jaxsafety.io import read_csv_rows
 
 __all__ = ["Comparisons", "concat_comparisons", "make_comparisons", "read_comparisons_csv", "to_csv"]
 

@@ -23,7 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from jaxsafety.config import ConfigError, check_output_path, check_range, format_number, print_table
+from jaxsafety.config import ConfigError, check_range, format_number, print_table
+from jaxsafety.io import check_output_path
 from jaxsafety.scaling.simulate import ESTIMATORS as PASSK_ESTIMATORS
 from jaxsafety.scaling.simulate import LEAST_SQUARES, lsq_budgets
 
@@ -475,7 +476,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status (0 ok, 2 bad input)."""
-    from jaxsafety.train.experiment import write_json_atomic
+    from jaxsafety.io import write_json_atomic
 
     args = _parser().parse_args(argv)
     try:

@@ -13,7 +13,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from jaxsafety.config import ConfigError, read_csv_rows
+from jaxsafety.config import ConfigError
+from jaxsafety.io import read_csv_rows
 
 __all__ = ["PassKData", "RunsData", "read_curve_csv", "read_passk_csv", "read_runs_csv"]
 

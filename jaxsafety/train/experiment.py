@@ -15,48 +15,16 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
-import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-import jax
-import numpy as np
-
 from jaxsafety.config import config_to_dict
+from jaxsafety.io import save_figure, write_json_atomic
 from jaxsafety.train.checkpoint import Checkpointer, CheckpointError
 from jaxsafety.train.tracker import make_tracker
 
-__all__ = ["Run", "start_run", "write_json_atomic"]
-
-
-def _json_default(x: Any) -> Any:
-    if isinstance(x, np.ndarray | jax.Array):
-        return np.asarray(x).tolist()
-    if isinstance(x, np.generic):
-        return x.item()
-    if isinstance(x, Path):
-        return str(x)
-    if dataclasses.is_dataclass(x) and not isinstance(x, type):
-        return config_to_dict(x)
-    raise TypeError(f"not JSON-serialisable: {type(x).__name__}")
-
-
-def write_json_atomic(path: str | Path, data: Any) -> Path:
-    """Write JSON through a temp file + rename, so readers never see a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2, default=_json_default)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+__all__ = ["Run", "start_run"]
 
 
 @dataclasses.dataclass
@@ -86,11 +54,10 @@ class Run:
         return path
 
     def save_figure(self, fig: Any, name: str, step: int = 0) -> Path:
-        """Save a matplotlib figure as ``<run dir>/<name>.png`` and log it to TensorBoard."""
-        path = self.dir / f"{name}.png"
-        fig.savefig(path, dpi=120, bbox_inches="tight")
+        """Log a matplotlib figure to TensorBoard, then save it as ``<run dir>/<name>.png`` and close it
+        (:func:`jaxsafety.io.save_figure`)."""
         self.tracker.figure(f"figures/{name}", fig, step)
-        return path
+        return save_figure(fig, self.dir / f"{name}.png")
 
     def close(self) -> None:
         self.tracker.close()

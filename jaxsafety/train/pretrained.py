@@ -36,10 +36,10 @@ from flax import nnx
 
 from jaxsafety.config import ConfigError, check_choice, check_range, config_from_dict, config_to_dict
 from jaxsafety.data.arithmetic import ALPHABET, OPS, TERMINATOR, all_arithmetic_problems, check_ops, evaluate
+from jaxsafety.io import cache_dir, write_json_atomic
 from jaxsafety.models.gpt2 import GPT2, GPT2Config
 from jaxsafety.models.llama import Llama, LlamaConfig
 from jaxsafety.models.tokenizer import CharTokenizer
-from jaxsafety.train.experiment import write_json_atomic
 from jaxsafety.train.lm import PretrainConfig, pretrain
 from jaxsafety.train.optim import OptimizerConfig
 
@@ -49,7 +49,6 @@ __all__ = [
     "PretrainedLM",
     "TrainedModel",
     "arithmetic_lm",
-    "cache_dir",
     "pretrained_lm",
     "pretrained_lm_key",
     "trained_model",
@@ -59,13 +58,6 @@ __all__ = [
 # bump when a change to the training code makes old cached models stale
 # 2: info.json records the spec (the generic trained_model cache); arithmetic LMs and LM judges cached
 CACHE_VERSION = 2
-
-
-def cache_dir(root: str | os.PathLike | None = None) -> Path:
-    """``root``, else ``$JAXSAFETY_CACHE``, else ``~/.cache/jaxsafety``."""
-    if root is not None:
-        return Path(root)
-    return Path(os.environ.get("JAXSAFETY_CACHE", Path.home() / ".cache" / "jaxsafety"))
 
 
 # ----------------------------------------------------------------------------------------------------------------

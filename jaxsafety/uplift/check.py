@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from jaxsafety.config import ConfigError, format_number
-from jaxsafety.train.experiment import write_json_atomic
+from jaxsafety.io import write_json_atomic
 from jaxsafety.uplift import model as M
 from jaxsafety.uplift.case import (
     CaseResult,

@@ -34,11 +34,11 @@ import numpy as np
 from jaxsafety.config import (
     ConfigError,
     check_choice,
-    check_output_path,
     check_range,
     format_number,
     print_table,
 )
+from jaxsafety.io import check_output_path
 
 __all__ = ["main"]
 
@@ -72,7 +72,7 @@ def _scenario_row(name: str, mean: dict[str, float]) -> list[str]:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from jaxsafety.train.experiment import write_json_atomic
+    from jaxsafety.io import write_json_atomic
     from jaxsafety.uplift.check import evaluate, sensitivity_rows
     from jaxsafety.uplift.params import load_params
 
@@ -111,7 +111,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_fit_redteam(args: argparse.Namespace) -> int:
-    from jaxsafety.train.experiment import write_json_atomic
+    from jaxsafety.io import write_json_atomic
     from jaxsafety.uplift import survival
 
     check_output_path("output", args.output, ".json")
@@ -140,7 +140,7 @@ def _cmd_fit_redteam(args: argparse.Namespace) -> int:
 def _cmd_published(args: argparse.Namespace) -> int:
     import jax
 
-    from jaxsafety.train.experiment import write_json_atomic
+    from jaxsafety.io import write_json_atomic
     from jaxsafety.uplift import published
 
     check_output_path("output", args.output, ".json")

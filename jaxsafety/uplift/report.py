@@ -19,9 +19,7 @@ from __future__ import annotations
 import base64
 import html
 import math
-import os
 import re
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -30,6 +28,7 @@ from urllib.parse import quote
 import numpy as np
 
 from jaxsafety.config import ConfigError, first_bad, format_number
+from jaxsafety.io import save_figure, write_atomic
 from jaxsafety.uplift.case import CaseResult, ClaimResult
 
 __all__ = [
@@ -83,20 +82,6 @@ dl.meta { display: grid; grid-template-columns: max-content auto; gap: .2em 1em;
 
 # ----------------------------------------------------------------------------------------------------------------
 # shared pieces
-
-
-def _write_atomic(path: Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` through a temp file in the same folder + ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def _num(x: float | None) -> str:
@@ -167,7 +152,7 @@ def _markdown_figures(figures: Mapping[str, Path], out_dir: Path) -> dict[str, s
         while target in taken:  # two figures with one file name from different folders
             target, k = f"{p.stem}_{k}{p.suffix}", k + 1
         taken.add(target)
-        _write_atomic(out_dir / target, p.read_bytes())
+        write_atomic(out_dir / target, p.read_bytes())
         rel[name] = target
     return rel
 
@@ -344,8 +329,8 @@ def write_report(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rel = _markdown_figures(figs, out_dir)
-    md_path = _write_atomic(out_dir / "report.md", _markdown(result, title, rel, tables).encode("utf-8"))
-    html_path = _write_atomic(out_dir / "report.html", _html(result, title, figs, tables).encode("utf-8"))
+    md_path = write_atomic(out_dir / "report.md", _markdown(result, title, rel, tables).encode("utf-8"))
+    html_path = write_atomic(out_dir / "report.html", _html(result, title, figs, tables).encode("utf-8"))
     return md_path, html_path
 
 
@@ -360,19 +345,6 @@ def _pyplot() -> Any:
     import matplotlib.pyplot as plt
 
     return plt
-
-
-def _save(fig: object, path: str | Path) -> Path:
-    """Save ``fig`` as PNG atomically and close it."""
-    import io
-
-    plt = _pyplot()
-    buf = io.BytesIO()
-    try:
-        fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")  # type: ignore[attr-defined]
-    finally:
-        plt.close(fig)  # type: ignore[arg-type]
-    return _write_atomic(Path(path), buf.getvalue())
 
 
 def plot_tornado(
@@ -425,7 +397,7 @@ def plot_tornado(
     ax.set_xlabel(xlabel)
     ax.set_title(title or f"Sensitivity (base = {base:.3g})")
     ax.legend(handles=handles, loc="lower right", fontsize="small")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_distributions(
@@ -489,7 +461,7 @@ def plot_distributions(
     ax_h.legend(fontsize="small")
     ax_s.legend(fontsize="small")
     fig.suptitle(title or "Distribution over scenarios")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_over_time(
@@ -535,7 +507,7 @@ def plot_over_time(
         fontsize="small", title=f"band: p{band[0]:g}-p{band[1]:g} over scenarios", title_fontsize="small"
     )
     ax.set_title(title or "Risk over the deployment")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _exceedance(x: np.ndarray, grid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

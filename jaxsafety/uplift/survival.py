@@ -50,7 +50,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import log_ndtr, ndtr, ndtri
 
-from jaxsafety.config import ConfigError, check_choice, check_range, first_bad, read_csv_rows
+from jaxsafety.config import ConfigError, check_choice, check_range, first_bad
+from jaxsafety.io import read_csv_rows
 
 __all__ = [
     "FAMILIES",
