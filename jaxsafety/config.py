@@ -17,16 +17,18 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import sys
 import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, NamedTuple, TypeVar
 
 __all__ = [
     "ConfigError",
+    "Subcommand",
     "check",
     "check_choice",
     "check_range",
@@ -34,8 +36,10 @@ __all__ = [
     "config_to_dict",
     "first_bad",
     "format_number",
+    "option",
     "parse_cli",
     "print_table",
+    "run_subcommands",
 ]
 
 T = TypeVar("T")
@@ -221,11 +225,21 @@ def load_overrides(path: str | Path) -> dict[str, Any]:
 # CLI
 
 
+def option(default: Any = dataclasses.MISSING, *, help: str) -> Any:
+    """A config field with the help text its command-line flag shows: ``steps: int = option(10, help="...")``;
+    without ``default`` the field (and its flag) is required."""
+    return dataclasses.field(default=default, metadata={"help": help})
+
+
 class _OneLineParser(argparse.ArgumentParser):
     """argparse that reports errors on one line (``error: ...``) and exits with status 2."""
 
     def error(self, message: str) -> typing.NoReturn:
-        self.exit(2, f"error: {message}\n")
+        self.exit(2, f"error: {_one_line(message)}\n")
+
+
+def _one_line(message: object) -> str:
+    return " ".join(str(message).split())
 
 
 _TRUE = {"true", "1", "yes", "y", "on"}
@@ -295,22 +309,27 @@ def _add_fields(parser: argparse.ArgumentParser, cls: type, path: str, dests: di
         dests[dest] = full
         flags = [f"--{full}"]
         if "_" in full:
-            flags.append("--" + full.replace("_", "-"))
+            flags.insert(0, "--" + full.replace("_", "-"))  # the spelling shown in help and errors
         helptext = f.metadata.get("help", "")
+        required = _is_required(f)
         if typing.get_origin(inner) is tuple:
             args = typing.get_args(inner)
             elem = args[0]
             conv, accepted = _scalar_parser(elem, flags[0])
             nargs: Any = "*" if (len(args) == 2 and args[1] is Ellipsis) else len(args)
-            parser.add_argument(
-                *flags, dest=dest, type=conv, nargs=nargs, help=f"{helptext} ({accepted}, ...)"
-            )
+            text = f"{helptext} ({accepted}, ...)".strip()
+            parser.add_argument(*flags, dest=dest, type=conv, nargs=nargs, help=text, metavar=f.name.upper())
         else:
             conv, accepted = _scalar_parser(tp, flags[0])
             kw: dict[str, Any] = {}
             if inner is bool:
                 kw = {"nargs": "?", "const": True}
-            parser.add_argument(*flags, dest=dest, type=conv, help=f"{helptext} [{accepted}]".strip(), **kw)
+            text = f"{helptext} [{accepted}{'; required' if required else ''}]".strip()
+            parser.add_argument(*flags, dest=dest, type=conv, help=text, metavar=f.name.upper(), **kw)
+
+
+def _is_required(f: dataclasses.Field) -> bool:
+    return f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
 
 
 def _set_path(d: dict[str, Any], path: str, value: Any) -> None:
@@ -322,32 +341,32 @@ def _set_path(d: dict[str, Any], path: str, value: Any) -> None:
     d[keys[-1]] = value
 
 
-def parse_cli(
-    cls: type[T],
-    argv: Sequence[str] | None = None,
-    *,
-    presets: Mapping[str, T] | None = None,
-    description: str | None = None,
-) -> T:
-    """Build a validated ``cls`` instance from the command line.
-
-    Precedence (later wins): the class defaults, a preset (``--smoke`` etc., from ``presets``), a ``--config``
-    JSON/YAML file, then ``--field value`` flags. Any bad value exits with status 2 and one line on stderr::
-
-        error: optim.lr=-1.0 is invalid: accepted values are numbers > 0
-    """
-    presets = dict(presets or {})
-    parser = _OneLineParser(
-        description=description or (cls.__doc__ or "").strip(),
-        argument_default=argparse.SUPPRESS,
+def _add_config_arguments(
+    parser: argparse.ArgumentParser, cls: type, presets: Mapping[str, Any]
+) -> dict[str, str]:
+    """``--config``, ``--print-config``, one flag per preset and one per (nested) field of ``cls``; returns the
+    argparse dest -> dotted field path map."""
+    parser.add_argument(
+        "--config", dest="_config_file", metavar="FILE", help="JSON/YAML file of config overrides"
     )
-    parser.add_argument("--config", dest="_config_file", help="JSON/YAML file of config overrides")
     parser.add_argument("--print-config", dest="_print_config", action="store_true", help="print and exit")
     for name in presets:
         parser.add_argument(f"--{name}", dest=f"_preset_{name}", action="store_true", help=f"{name} preset")
     dests: dict[str, str] = {}
     _add_fields(parser, cls, "", dests)
-    ns = vars(parser.parse_args(argv))
+    return dests
+
+
+def _config_from_args(
+    parser: argparse.ArgumentParser,
+    cls: type[T],
+    ns: Mapping[str, Any],
+    dests: Mapping[str, str],
+    presets: Mapping[str, T],
+) -> T:
+    """The validated ``cls`` from parsed arguments: defaults < preset < ``--config`` file < flags. Any bad value
+    (a failed check, a missing required field, an unreadable ``--config`` file) exits with status 2 and one
+    line; ``--print-config`` prints the config as JSON and exits with status 0."""
     chosen = [n for n in presets if ns.get(f"_preset_{n}")]
     if len(chosen) > 1:
         parser.error(f"choose at most one preset of {', '.join('--' + n for n in presets)} (got {chosen})")
@@ -366,10 +385,113 @@ def parse_cli(
             if dest in ns:
                 value = ns[dest]
                 _set_path(overrides, full, list(value) if isinstance(value, list) else value)
-        cfg = config_from_dict(cls, _merge(base, overrides))
+        merged = _merge(base, overrides)
+        missing = [
+            f.name for f in dataclasses.fields(cls) if f.init and _is_required(f) and f.name not in merged
+        ]
+        if missing:
+            flags = ", ".join("--" + name.replace("_", "-") for name in missing)
+            parser.error(f"the following arguments are required: {flags}")
+        cfg = config_from_dict(cls, merged)
     except (ConfigError, OSError, ValueError) as err:
-        parser.exit(2, f"error: {err}\n")
+        parser.exit(2, f"error: {_one_line(err)}\n")
     if ns.get("_print_config"):
         print(json.dumps(config_to_dict(cfg), indent=2, default=str))
-        sys.exit(0)
+        parser.exit(0)
     return cfg
+
+
+def parse_cli(
+    cls: type[T],
+    argv: Sequence[str] | None = None,
+    *,
+    presets: Mapping[str, T] | None = None,
+    description: str | None = None,
+) -> T:
+    """Build a validated ``cls`` instance from the command line.
+
+    Precedence (later wins): the class defaults, a preset (``--smoke`` etc., from ``presets``), a ``--config``
+    JSON/YAML file, then ``--field value`` flags. Fields without a default are required. Any bad value exits
+    with status 2 and one line on stderr::
+
+        error: optim.lr=-1.0 is invalid: accepted values are numbers > 0
+    """
+    presets = dict(presets or {})
+    parser = _OneLineParser(
+        description=description or (cls.__doc__ or "").strip(),
+        argument_default=argparse.SUPPRESS,
+    )
+    dests = _add_config_arguments(parser, cls, presets)
+    return _config_from_args(parser, cls, vars(parser.parse_args(argv)), dests, presets)
+
+
+class Subcommand(NamedTuple):
+    """One command of :func:`run_subcommands`.
+
+    ``config``: a frozen config dataclass whose fields are the command's flags (as in :func:`parse_cli`; its
+    ``__post_init__`` checks every value). ``load``: optional, ``config -> inputs``: reads and checks the input
+    files before anything is computed or written. ``run``: computes, prints and writes; called as
+    ``run(config)``, or ``run(config, load(config))`` with ``load``; returns the exit status (None: 0).
+    ``help``: one line for the command list."""
+
+    config: type
+    run: Callable[..., int | None]
+    load: Callable[[Any], Any] | None = None
+    help: str = ""
+
+
+def run_subcommands(
+    prog: str,
+    commands: Mapping[str, Subcommand],
+    argv: Sequence[str] | None = None,
+    *,
+    description: str | None = None,
+) -> int:
+    """``prog COMMAND --field value ...``: parse the command's config, load its inputs, run it; returns the exit
+    status (``sys.exit(run_subcommands(...))`` in ``__main__``).
+
+    Each command's flags come from its config exactly as :func:`parse_cli` makes them (``--field value``,
+    ``--config FILE``, ``--print-config``). Bad input exits with status 2 and one line ``error: ...`` on stderr,
+    before anything is computed or written: a flag argparse rejects, a value the config's checks reject, a
+    missing required flag, and a :class:`ConfigError`, ``ValueError`` or ``OSError`` raised by ``load`` (e.g. a
+    CSV cell, a missing file). A :class:`ConfigError` raised by ``run`` also gives status 2 (by contract the
+    library raises it for bad input before it computes); other exceptions from ``run`` propagate (a traceback
+    is a bug, not bad input). ``--help`` (status 0) lists the commands, ``COMMAND --help`` their flags."""
+    parser = _OneLineParser(prog=prog, description=description, argument_default=argparse.SUPPRESS)
+    sub = parser.add_subparsers(
+        dest="_command", metavar="COMMAND", required=True, parser_class=_OneLineParser
+    )
+    parsers, dests = {}, {}
+    for name, cmd in commands.items():
+        parsers[name] = sub.add_parser(
+            name,
+            help=cmd.help,
+            description=cmd.help or (cmd.config.__doc__ or "").strip(),
+            argument_default=argparse.SUPPRESS,
+        )
+        dests[name] = _add_config_arguments(parsers[name], cmd.config, {})
+    try:
+        ns = vars(parser.parse_args(argv))
+        name = ns.pop("_command")
+        cmd = commands[name]
+        cfg = _config_from_args(parsers[name], cmd.config, ns, dests[name], {})
+    except SystemExit as done:  # --help, --print-config or one line of bad input
+        return done.code if isinstance(done.code, int) else int(done.code is not None)
+    if cmd.load is None:
+        call = functools.partial(cmd.run, cfg)
+    else:
+        try:
+            inputs = cmd.load(cfg)
+        except (ConfigError, OSError, ValueError) as err:
+            return _bad_input(err)
+        call = functools.partial(cmd.run, cfg, inputs)
+    try:
+        status = call()
+    except ConfigError as err:
+        return _bad_input(err)
+    return 0 if status is None else int(status)
+
+
+def _bad_input(err: BaseException) -> int:
+    print(f"error: {_one_line(err)}", file=sys.stderr)
+    return 2

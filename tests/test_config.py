@@ -9,11 +9,14 @@ import pytest
 
 from jaxsafety.config import (
     ConfigError,
+    Subcommand,
     check_choice,
     check_range,
     config_from_dict,
     config_to_dict,
+    option,
     parse_cli,
+    run_subcommands,
 )
 
 
@@ -131,3 +134,123 @@ def test_parse_cli_unknown_flag_and_bad_file(tmp_path: Path, capsys):
     with pytest.raises(SystemExit):
         parse_cli(Outer, ["--config", str(f)])
     assert capsys.readouterr().err.strip() == "error: inner.lr=0 is invalid: accepted values are numbers > 0"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# run_subcommands: the same flags as parse_cli, one handler for bad input
+
+
+@dataclasses.dataclass(frozen=True)
+class Fit:
+    input: Path = option(help="CSV to read")
+    steps: int = option(10, help="steps")
+    inner: Inner = Inner()
+    tag: str | None = None
+
+    def __post_init__(self):
+        check_range("steps", self.steps, ge=1, integer=True)
+
+
+def _commands(calls: list, run_status=None, run_error: Exception | None = None) -> dict[str, Subcommand]:
+    def load(cfg: Fit) -> list[str]:
+        calls.append(("load", cfg))
+        lines = cfg.input.read_text().splitlines()  # OSError for a missing file
+        if "bad" in lines:
+            raise ConfigError(f"{cfg.input.name}:row {lines.index('bad') + 1}:x", "bad", "good rows")
+        if "nan" in lines:
+            float("x")  # a ValueError from parsing
+        return lines
+
+    def run_fit(cfg: Fit, lines: list[str]) -> int | None:
+        calls.append(("run", cfg, lines))
+        if run_error is not None:
+            raise run_error
+        return run_status
+
+    def run_plain(cfg: Outer) -> None:
+        calls.append(("plain", cfg))
+
+    return {
+        "fit": Subcommand(Fit, run_fit, load=load, help="fit a CSV"),
+        "plain": Subcommand(Outer, run_plain, help="no inputs"),
+    }
+
+
+def test_run_subcommands_builds_the_same_config_as_parse_cli(tmp_path: Path, capsys):
+    data = tmp_path / "d.csv"
+    data.write_text("a\nb\n")
+    over = tmp_path / "over.yaml"
+    over.write_text("steps: 7\ninner:\n  lr: 0.25\n")
+    for argv in (
+        ["--input", str(data)],
+        ["--input", str(data), "--steps", "3", "--inner.name", "sgd", "--tag", "x"],
+        ["--config", str(over), "--input", str(data), "--inner.clip", "2"],
+    ):
+        calls: list = []
+        assert run_subcommands("prog", _commands(calls), ["fit", *argv]) == 0
+        assert calls == [("load", parse_cli(Fit, argv)), ("run", parse_cli(Fit, argv), ["a", "b"])]
+    calls = []
+    argv = ["--steps", "5", "--sizes", "1", "2", "--verbose"]
+    assert run_subcommands("prog", _commands(calls), ["plain", *argv]) == 0
+    assert calls == [("plain", parse_cli(Outer, argv))]
+    assert parse_cli(Fit, ["--input", "x.csv"]).inner == Inner()
+
+    # --print-config: the config as JSON, exit 0, nothing loaded or run
+    calls = []
+    assert run_subcommands("prog", _commands(calls), ["fit", "--input", str(data), "--print-config"]) == 0
+    assert json.loads(capsys.readouterr().out)["input"] == str(data) and calls == []
+
+
+def test_run_subcommands_exit_status_of_run(tmp_path: Path):
+    data = tmp_path / "d.csv"
+    data.write_text("a\n")
+    assert run_subcommands("prog", _commands([], run_status=1), ["fit", "--input", str(data)]) == 1
+    with pytest.raises(RuntimeError, match="a bug"):  # not bad input: the traceback is kept
+        run_subcommands("prog", _commands([], run_error=RuntimeError("a bug")), ["fit", "--input", str(data)])
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected", "stage"),
+    [
+        (["fit", "--input", "{data}", "--steps", "0"], "error: steps=0 is invalid: accepted values are integers >= 1",
+         None),
+        (["fit", "--input", "{data}", "--steps", "x"],
+         "error: argument --steps: 'x' is invalid: accepted values are an integer", None),
+        (["fit", "--input", "{data}", "--inner.lr", "-1"],
+         "error: inner.lr=-1.0 is invalid: accepted values are numbers > 0", None),
+        (["fit", "--steps", "3"], "error: the following arguments are required: --input", None),
+        (["fit", "--input", "{data}", "--stepz", "3"], "error: unrecognized arguments: --stepz 3", None),
+        (["fitt"], "error: argument COMMAND: invalid choice: 'fitt' (choose from 'fit', 'plain')", None),
+        ([], "error: the following arguments are required: COMMAND", None),
+        (["fit", "--input", "{bad}"], "error: bad.csv:row 2:x='bad' is invalid: accepted values are good rows",
+         "load"),
+        (["fit", "--input", "{nan}"], "error: could not convert string to float: 'x'", "load"),
+        (["fit", "--input", "{missing}"], "error: [Errno 2] No such file or directory: '{missing}'", "load"),
+        (["fit", "--input", "{data}", "--config", "{missing}"],
+         "error: [Errno 2] No such file or directory: '{missing}'", None),
+        (["fit", "--input", "{data}"], "error: out=1 is invalid: accepted values are 0", "run"),
+    ],
+)  # fmt: skip
+def test_run_subcommands_bad_input_is_one_line_and_status_2(tmp_path: Path, capsys, argv, expected, stage):
+    paths = {"data": tmp_path / "d.csv", "bad": tmp_path / "bad.csv", "nan": tmp_path / "nan.csv",
+             "missing": tmp_path / "missing.csv"}  # fmt: skip
+    paths["data"].write_text("a\n")
+    paths["bad"].write_text("a\nbad\n")
+    paths["nan"].write_text("nan\n")
+    argv = [a.format(**paths) for a in argv]
+    calls: list = []
+    run_error = ConfigError("out", 1, "0") if stage == "run" else None
+    assert run_subcommands("prog", _commands(calls, run_error=run_error), argv) == 2
+    err = capsys.readouterr().err
+    assert err == expected.format(**paths) + "\n"
+    # nothing past the failing stage ran
+    assert [c[0] for c in calls] == {None: [], "load": ["load"], "run": ["load", "run"]}[stage]
+
+
+def test_run_subcommands_help_lists_commands_and_flags(capsys):
+    assert run_subcommands("prog", _commands([]), ["--help"]) == 0
+    out = capsys.readouterr().out
+    assert "fit a CSV" in out and "no inputs" in out
+    assert run_subcommands("prog", _commands([]), ["fit", "--help"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "--input INPUT CSV to read [a path; required]" in out and "--inner.lr" in out
