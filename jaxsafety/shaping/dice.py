@@ -53,10 +53,10 @@ from jaxsafety.config import check, check_range
 from jaxsafety.shaping.exact import (
     LearnerSpec,
     LOLAConfig,
-    _check_num_learners,
-    _learning_rates,
-    _mixed_direction,
-    _naive_and_lola,
+    check_num_learners,
+    learner_step_sizes,
+    mixed_directions,
+    naive_and_lola_grads,
     naive_grads,
 )
 
@@ -200,7 +200,7 @@ def _dice_naive_and_lola(
 ) -> tuple[jax.Array, jax.Array]:
     half = episodes.rewards.shape[1] // 2
     first, second = _surrogate(episodes, gamma, 0, half), _surrogate(episodes, gamma, half)
-    return _naive_and_lola(first, thetas, config, own_value_fn=second)
+    return naive_and_lola_grads(first, thetas, config, own_value_fn=second)
 
 
 def dice_lola_grads(
@@ -242,15 +242,15 @@ def make_dice_learning(
     has_lola = any(spec.kind == "lola" for spec in learners)
     _check_sampling(batch, horizon, gamma, min_batch=4 if has_lola else 2)
     n = payoffs.shape[-1]
-    _check_num_learners(learners, n)
-    lr = _learning_rates(learners)
+    check_num_learners(learners, n)
+    lr = learner_step_sizes(learners)
 
     def value(thetas: jax.Array) -> jax.Array:
         return memory_one_return_finite(payoffs, jax.nn.sigmoid(thetas), gamma, horizon)
 
     def step(thetas: jax.Array, uniforms: jax.Array) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
         episodes = _rollout(payoffs, thetas, uniforms)
-        direction = _mixed_direction(
+        direction = mixed_directions(
             learners,
             lambda: naive_grads(_surrogate(episodes, gamma), thetas),
             lambda cfg: _dice_naive_and_lola(episodes, thetas, gamma, cfg),

@@ -37,9 +37,13 @@ from jaxsafety.config import check, check_range
 __all__ = [
     "LOLAConfig",
     "LearnerSpec",
+    "check_num_learners",
+    "learner_step_sizes",
     "lola_grads",
     "make_exact_learning",
     "memory_one_value_fn",
+    "mixed_directions",
+    "naive_and_lola_grads",
     "naive_grads",
 ]
 
@@ -76,10 +80,10 @@ def lola_grads(value_fn: ValueFn, thetas: jax.Array, config: LOLAConfig = LOLACo
     Row ``i``: ``grad_i L_i - alpha * grad_i f_i`` with ``f_i(theta) = sum_{j != i} (grad_j L_i)^T (grad_j L_j)``;
     without look-ahead the first factor ``grad_j L_i`` is held constant (``stop_gradient``).
     """
-    return _naive_and_lola(value_fn, thetas, config)[1]
+    return naive_and_lola_grads(value_fn, thetas, config)[1]
 
 
-def _naive_and_lola(
+def naive_and_lola_grads(
     value_fn: ValueFn,
     thetas: jax.Array,
     config: LOLAConfig,
@@ -127,16 +131,17 @@ class LearnerSpec:
         check_range("lr", self.lr, ge=0)
 
 
-def _learning_rates(learners: Sequence[LearnerSpec]) -> jax.Array:
-    """``[N]`` step sizes, 0 for fixed players."""
+def learner_step_sizes(learners: Sequence[LearnerSpec]) -> jax.Array:
+    """``[N]`` step sizes of the players' learners (``spec.lr``), 0 for fixed players."""
     return jnp.asarray([0.0 if spec.kind == "fixed" else spec.lr for spec in learners])
 
 
-def _check_num_learners(learners: Sequence[LearnerSpec], n: int) -> None:
+def check_num_learners(learners: Sequence[LearnerSpec], n: int) -> None:
+    """Raise ``ConfigError`` naming ``learners`` unless there is one ``LearnerSpec`` per player (``n``)."""
     check(len(learners) == n, "learners", len(learners), f"one LearnerSpec per player ({n})")
 
 
-def _mixed_direction(
+def mixed_directions(
     learners: Sequence[LearnerSpec],
     naive: Callable[[], jax.Array],
     naive_and_lola: Callable[[LOLAConfig], tuple[jax.Array, jax.Array]],
@@ -165,14 +170,14 @@ def make_exact_learning(
     directions are computed only if some player is LOLA; different LOLA configs per player are supported.
     """
     check_range("num_updates", num_updates, ge=1, integer=True)
-    lr = _learning_rates(learners)
+    lr = learner_step_sizes(learners)
 
     def direction(thetas: jax.Array) -> jax.Array:
-        _check_num_learners(learners, thetas.shape[0])
-        return _mixed_direction(
+        check_num_learners(learners, thetas.shape[0])
+        return mixed_directions(
             learners,
             lambda: naive_grads(value_fn, thetas),
-            lambda cfg: _naive_and_lola(value_fn, thetas, cfg),
+            lambda cfg: naive_and_lola_grads(value_fn, thetas, cfg),
         )
 
     def step(thetas: jax.Array, _: None) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
