@@ -19,7 +19,8 @@ Shapers (``--shapers``):
   game, against PPO naive learners updated after every episode; its baseline is the sampled all-naive population.
 
 One XLA program per (method, N, population), vmapped over the five games (and over initialisations, ES
-candidates and envs inside).
+candidates and envs inside). Thin script over :mod:`jaxsafety.shaping.populations` (the runners and summaries):
+config -> library -> TensorBoard logs, plots, results.
 
 Reported per (method, game, N, population), averaged over initialisations (exact) or evaluation trials (sampled):
 each seat's return, the shapers' and naive learners' mean return, the social return (mean over all players) and
@@ -39,7 +40,6 @@ game and method) and ``curves.png`` (social return over the learning run).
 from __future__ import annotations
 
 import dataclasses
-import math
 import sys
 import time
 from pathlib import Path
@@ -49,43 +49,42 @@ import jax
 import jax.numpy as jnp
 import matplotlib
 import numpy as np
-from flax import nnx
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from envs import tensor_game
-from jaxsafety.config import check, check_choice, check_range, config_to_dict, parse_cli
+from jaxsafety.config import check, check_choice, check_range, parse_cli
 from jaxsafety.shaping import (
+    GAMES,
+    POPULATIONS,
+    SHAPER_POPULATIONS,
     ESConfig,
-    LearnerSpec,
-    LOLAConfig,
-    MFOSConfig,
     NaivePPOConfig,
+    PopulationConfig,
     SampledGameConfig,
-    make_exact_learning,
-    make_mfos_es,
-    make_mfos_trial,
-    make_sampled_trial,
-    make_shaper_es,
-    memory_one_value_fn,
+    compare_populations,
+    make_exact_runner,
+    make_mfos_runner,
+    make_sampled_runner,
+    payoff_table,
+    shaper_seats,
+    summarise_population,
 )
 from jaxsafety.train import progress
-from jaxsafety.train.experiment import Run, start_run, write_json_atomic
+from jaxsafety.train.experiment import Run, start_run
 from jaxsafety.xla_flags import apply_cpu_workarounds, prefer_fast_compile
 
 # before jax starts its backend (importing starts nothing): nested-Jacobian LOLA programs crash XLA:CPU's
 # YNNPACK fusions (see jaxsafety.xla_flags)
 apply_cpu_workarounds(single_threaded=True, no_ynn=True)
 
-GAMES = ("ipd", "stag_hunt", "snowdrift", "tragedy", "public_goods")
 SHAPERS = ("lola", "mfos", "shaper")
-SHAPER_POPULATIONS = ("1_shaper", "2_shapers", "all_shapers")
-POPULATIONS = ("all_naive", *SHAPER_POPULATIONS)
 
 
 @dataclasses.dataclass(frozen=True)
-class NPlayerShapingConfig:
+class NPlayerShapingConfig(PopulationConfig):
+    """N-player shaping study (fields above run_name: the learners, see :class:`jaxsafety.shaping.PopulationConfig`)."""
+
     run_name: str | None = None
     out_dir: str = "runs"
     seed: int = 0
@@ -93,29 +92,13 @@ class NPlayerShapingConfig:
     players: tuple[int, ...] = (3, 4, 5)
     shapers: tuple[str, ...] = SHAPERS
     populations: tuple[str, ...] = SHAPER_POPULATIONS  # besides all_naive, which always runs
-    # exact games (naive, lola, mfos)
     num_inits: int = (
-        32  # evaluation initialisations per population (vmapped, shared by all populations of an N)
+        32  # exact games: evaluation initialisations per population (shared by all populations of an N)
     )
-    num_updates: int = 100  # naive-learner updates per run (= the M-FOS trial length)
-    init_std: float = 1.0  # initial cooperation logits ~ N(0, init_std^2)
-    gamma: float = 0.96  # discount of the iterated game (LOLA paper, Pax)
-    lr: float = 10.0  # exact learners' step on the (1 - gamma)-normalised return
-    lola_alpha: float = 10.0  # LOLA's assumed co-player step
-    lola_look_ahead: bool = False
-    mfos_hidden: tuple[int, ...] = (32,)
-    mfos_es: ESConfig = ESConfig(population=16, generations=50, sigma=0.1, lr=0.03)
-    mfos_train_inits: int = 2  # co-player initialisations per ES fitness evaluation
-    # sampled games (shaper and its naive baseline)
-    sampled: SampledGameConfig = SampledGameConfig(
-        num_envs=8, episode_length=50, num_episodes=30, naive=NaivePPOConfig(network="mlp", lr=1e-2)
-    )
-    shaper_es: ESConfig = ESConfig(population=16, generations=30, sigma=0.1, lr=0.03)
-    shaper_train_inits: int = 1
-    sampled_eval_trials: int = 16
-    public_goods_r: float = 0.75  # multiplication factor as a fraction of N (1 < r < N)
+    sampled_eval_trials: int = 16  # sampled games: evaluation trials per population
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         check(len(self.games) >= 1, "games", self.games, f"non-empty tuples of {GAMES}")
         for g in self.games:
             check_choice("games", g, GAMES)
@@ -143,20 +126,10 @@ class NPlayerShapingConfig:
                 self.players,
                 "integers >= 3 when populations include 2_shapers",
             )
-        for f in (
-            "num_inits",
-            "num_updates",
-            "mfos_train_inits",
-            "shaper_train_inits",
-            "sampled_eval_trials",
-        ):
+        for f in ("num_inits", "sampled_eval_trials"):
             check_range(f, getattr(self, f), ge=1, integer=True)
-        check_range("init_std", self.init_std, ge=0)
-        check_range("gamma", self.gamma, ge=0, lt=1)
-        check_range("lr", self.lr, gt=0)
-        check_range("lola_alpha", self.lola_alpha, ge=0)
         check(
-            all(self.public_goods_r * n > 1 for n in self.players) and 0 < self.public_goods_r < 1,
+            all(self.public_goods_r * n > 1 for n in self.players),
             "public_goods_r",
             self.public_goods_r,
             f"fractions in (0, 1) with r = fraction * N > 1 for every N in {self.players}",
@@ -181,137 +154,6 @@ SMOKE = NPlayerShapingConfig(
     shaper_es=ESConfig(population=4, generations=2),
     sampled_eval_trials=2,
 )
-
-
-def payoff_table(game: str, n: int, cfg: NPlayerShapingConfig) -> jax.Array:
-    """The ``[2, n]`` payoff table of ``game`` (:mod:`envs.tensor_game` presets)."""
-    if game == "public_goods":
-        return tensor_game.public_goods(n, cfg.public_goods_r * n)
-    return getattr(tensor_game, game)(n)
-
-
-def seats(population: str, n: int) -> list[bool]:
-    """Which seats hold a shaper (the first ones)."""
-    k = {"all_naive": 0, "1_shaper": 1, "2_shapers": 2, "all_shapers": n}[population]
-    return [i < k for i in range(n)]
-
-
-def _exact_cooperation(thetas: jax.Array, gamma: float) -> jax.Array:
-    """Exact discounted frequency of C of memory-one policies ``thetas [..., N, S]`` -> ``[..., N]``."""
-    n = thetas.shape[-2]
-    coop_table = jnp.stack([jnp.ones(n), jnp.zeros(n)])  # reward 1 for C: the return is the cooperation rate
-    flat = thetas.reshape(-1, *thetas.shape[-2:])
-    coop = jax.vmap(lambda t: tensor_game.memory_one_return(coop_table, jax.nn.sigmoid(t), gamma))(flat)
-    return coop.reshape(thetas.shape[:-1])
-
-
-def exact_runner(n: int, population: str, kind: str, cfg: NPlayerShapingConfig) -> Any:
-    """``jit(run(payoffs [G, 2, n], inits [I, n, S])) -> (values [G, I, U, n], coop [G, I, U, n])`` for naive
-    learners with exact gradients, with LOLA shapers (``kind="lola"``) in the shaper seats; ``U = num_updates``
-    episodes (the values before each of the first ``U - 1`` updates and after the last)."""
-    lola = LOLAConfig(alpha=cfg.lola_alpha, look_ahead=cfg.lola_look_ahead)
-    specs = [
-        LearnerSpec("lola", lr=cfg.lr, lola=lola) if s and kind == "lola" else LearnerSpec("naive", lr=cfg.lr)
-        for s in seats(population, n)
-    ]
-
-    def one(payoffs: jax.Array, thetas0: jax.Array) -> tuple[jax.Array, jax.Array]:
-        value_fn = memory_one_value_fn(payoffs, cfg.gamma)
-        if cfg.num_updates == 1:
-            return value_fn(thetas0)[None], _exact_cooperation(thetas0[None], cfg.gamma)
-        _, hist = make_exact_learning(value_fn, specs, cfg.num_updates - 1)(thetas0)
-        return hist["values"], _exact_cooperation(hist["thetas"], cfg.gamma)
-
-    return jax.jit(jax.vmap(jax.vmap(one, in_axes=(None, 0)), in_axes=(0, None)))
-
-
-def mfos_config(cfg: NPlayerShapingConfig) -> MFOSConfig:
-    return MFOSConfig(
-        trial_length=cfg.num_updates,
-        inner_lr=cfg.lr,
-        gamma=cfg.gamma,
-        init_std=cfg.init_std,
-        hidden=cfg.mfos_hidden,
-    )
-
-
-def mfos_runner(n: int, population: str, cfg: NPlayerShapingConfig) -> Any:
-    """``jit(run(payoffs [G, 2, n], inits [I, n, S], key)) -> (values [G, I, U, n], coop, fitness [G, gens, K])``:
-    OpenES meta-training of the shaper seats per game, then the trained meta-policies on the evaluation inits."""
-    shaper_seats = seats(population, n)
-    mcfg = mfos_config(cfg)
-
-    def one(payoffs: jax.Array, inits: jax.Array, key: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
-        train, graphdef = make_mfos_es(
-            payoffs, shaper_seats, mcfg, cfg.mfos_es, num_inits=cfg.mfos_train_inits
-        )
-        params, metrics = train(key)
-
-        def act(obs: jax.Array, _: Any) -> jax.Array:
-            return jax.vmap(lambda p, o: nnx.merge(graphdef, p)(o))(params, obs)
-
-        trial = make_mfos_trial(payoffs, shaper_seats, mcfg)
-        out = jax.vmap(lambda th0: trial(act, th0))(inits)
-        return out["values"], _exact_cooperation(out["thetas"], cfg.gamma), metrics["mean_fitness"]
-
-    return jax.jit(jax.vmap(one, in_axes=(0, None, None)))
-
-
-def sampled_runner(n: int, population: str, cfg: NPlayerShapingConfig) -> Any:
-    """``jit(run(payoffs [G, 2, n], eval_keys [E], key)) -> (reward [G, E, U, n], coop [G, E, U, n], fitness)``:
-    the Shaper's OpenES meta-training per game (skipped for ``all_naive``), then evaluation trials."""
-    shaper_seats = seats(population, n)
-
-    def one(
-        payoffs: jax.Array, eval_keys: jax.Array, key: jax.Array
-    ) -> tuple[jax.Array, jax.Array, jax.Array]:
-        if population == "all_naive":
-            trial, _, _ = make_sampled_trial(payoffs, shaper_seats, cfg.sampled)
-            params, fitness = None, jnp.zeros((cfg.shaper_es.generations, 0))
-        else:
-            train, trial = make_shaper_es(
-                payoffs, shaper_seats, cfg.sampled, cfg.shaper_es, num_inits=cfg.shaper_train_inits
-            )
-            params, metrics = train(key)
-            fitness = metrics["mean_fitness"]
-        stats = jax.vmap(lambda k: trial(params, k))(eval_keys)
-        return stats["reward"], stats["coop"], fitness
-
-    return jax.jit(jax.vmap(one, in_axes=(0, None, None)))
-
-
-def summarise(values: np.ndarray, coop: np.ndarray, shaper_seats: list[bool]) -> dict[str, Any]:
-    """Statistics of one population over initialisations or trials (``values, coop: [I, U, n]``)."""
-    mask = np.asarray(shaper_seats)
-    out: dict[str, Any] = {}
-    for tag, v, c in (("", values[:, -1], coop[:, -1]), ("_mean", values.mean(1), coop.mean(1))):
-        social = v.mean(-1)
-        out |= {
-            f"seat_return{tag}": v.mean(0).tolist(),
-            f"social_return{tag}": float(social.mean()),
-            f"social_return{tag}_se": float(social.std(ddof=1) / math.sqrt(len(social)))
-            if len(social) > 1
-            else None,
-            f"cooperation{tag}": float(c.mean()),
-            f"shaper_return{tag}": float(v[:, mask].mean()) if mask.any() else None,
-            f"naive_return{tag}": float(v[:, ~mask].mean()) if (~mask).any() else None,
-        }
-    return out
-
-
-def compare(cell: dict[str, Any], populations: tuple[str, ...]) -> dict[str, float]:
-    """Own gain of a single shaper and social gains of each population over ``all_naive`` (mean over the run and
-    at its end)."""
-    base = cell["all_naive"]
-    out = {}
-    for tag in ("_mean", ""):
-        if "1_shaper" in cell:
-            out[f"shaper_gain_own{tag}"] = (
-                cell["1_shaper"][f"shaper_return{tag}"] - base[f"seat_return{tag}"][0]
-            )
-        for p in populations:
-            out[f"social_gain_{p}{tag}"] = cell[p][f"social_return{tag}"] - base[f"social_return{tag}"]
-    return out
 
 
 def plot_summary(run: Run, comparisons: dict[str, Any], cfg: NPlayerShapingConfig) -> Path:
@@ -389,9 +231,10 @@ def main(cfg: NPlayerShapingConfig) -> dict[str, Any]:
         f"{('all_naive', *cfg.populations)}: {len(jobs)} programs",
         flush=True,
     )
+    learners = cfg.population_config()
     with run:
         for kind, n, population in progress(jobs, desc="method x N x population"):
-            payoffs = jnp.stack([payoff_table(g, n, cfg) for g in cfg.games])
+            payoffs = jnp.stack([payoff_table(g, n, cfg.public_goods_r) for g in cfg.games])
             # the same initialisations / evaluation trials for every population of a given N (paired comparison)
             k_n = jax.random.fold_in(key, n)
             inits = cfg.init_std * jax.random.normal(k_n, (cfg.num_inits, n, 2**n + 1))
@@ -399,16 +242,18 @@ def main(cfg: NPlayerShapingConfig) -> dict[str, Any]:
             k_meta = jax.random.fold_in(k_n, 2 + POPULATIONS.index(population))
             fitness, t_job = None, time.time()
             if kind in ("naive", "lola"):
-                values, coop = exact_runner(n, population, kind, cfg)(payoffs, inits)
+                values, coop = make_exact_runner(n, population, kind, learners)(payoffs, inits)
             elif kind == "mfos":
-                values, coop, fitness = mfos_runner(n, population, cfg)(payoffs, inits, k_meta)
+                values, coop, fitness = make_mfos_runner(n, population, learners)(payoffs, inits, k_meta)
             else:
-                values, coop, fitness = sampled_runner(n, population, cfg)(payoffs, eval_keys, k_meta)
+                values, coop, fitness = make_sampled_runner(n, population, learners)(
+                    payoffs, eval_keys, k_meta
+                )
             values, coop = np.asarray(values), np.asarray(coop)
             print(f"[nplayer_shaping] {kind} N={n} {population}: {time.time() - t_job:.0f} s", flush=True)
             owners = exact_kinds if kind == "naive" else ["shaper"] if kind == "naive_sampled" else [kind]
             for gi, game in enumerate(cfg.games):
-                cell = summarise(values[gi], coop[gi], seats(population, n))
+                cell = summarise_population(values[gi], coop[gi], shaper_seats(population, n))
                 if fitness is not None and population != "all_naive":
                     cell["meta_fitness"] = np.asarray(fitness[gi]).tolist()  # [generations, K]
                 for owner in owners:
@@ -423,7 +268,7 @@ def main(cfg: NPlayerShapingConfig) -> dict[str, Any]:
             if fitness is not None and population != "all_naive":
                 meta_fitness[f"{kind}/N{n}/{population}"] = np.asarray(fitness).mean(-1)  # [G, gens]
         comparisons = {
-            f"{kind}/{game}/N{n}": compare(table[kind][game][str(n)], cfg.populations)
+            f"{kind}/{game}/N{n}": compare_populations(table[kind][game][str(n)], cfg.populations)
             for kind in cfg.shapers
             for game in cfg.games
             for n in cfg.players
@@ -434,6 +279,15 @@ def main(cfg: NPlayerShapingConfig) -> dict[str, Any]:
                     run.tracker.scalars(
                         {"meta_fitness": v}, g, prefix=f"{name.replace('/', f'/{game}/', 1)}/"
                     )
+        for name, c in comparisons.items():
+            own = c.get("shaper_gain_own_mean")
+            print(
+                f"[nplayer_shaping] {name}: "
+                + (f"shaper own gain {own:+.3f}, " if own is not None else "")
+                + "social gain "
+                + ", ".join(f"{p} {c[f'social_gain_{p}_mean']:+.3f}" for p in cfg.populations),
+                flush=True,
+            )
         plot_summary(run, comparisons, cfg)
         plot_curves(run, curves, cfg)
         results = {
@@ -452,20 +306,8 @@ def main(cfg: NPlayerShapingConfig) -> dict[str, Any]:
                 "social_gain_<population>": "social return of the population minus that of all_naive",
                 "baselines": "lola and mfos: exact naive learners; shaper: PPO naive learners on the sampled game",
             },
-            "wall_seconds": time.time() - t_start,
-            "config": config_to_dict(cfg),
         }
-        path = write_json_atomic(run.dir / "results.json", results)
-    for name, c in comparisons.items():
-        own = c.get("shaper_gain_own_mean")
-        print(
-            f"[nplayer_shaping] {name}: "
-            + (f"shaper own gain {own:+.3f}, " if own is not None else "")
-            + "social gain "
-            + ", ".join(f"{p} {c[f'social_gain_{p}_mean']:+.3f}" for p in cfg.populations),
-            flush=True,
-        )
-    print(f"[nplayer_shaping] wrote {path} ({results['wall_seconds']:.0f} s)", flush=True)
+        run.finish(results, t_start)
     return results
 
 
