@@ -107,12 +107,12 @@ def _timing_row(t: Timing) -> dict[str, Any]:
 def breakdown(a, b, y, num_models: int, repeats: int) -> dict[str, Any]:
     """Where ours spends its time: the input checks, the jitted program (aggregation + solver) on checked arrays,
     and the end-to-end call per solver, with iterations."""
-    prepared = bt._prepare(a, b, y, None, num_models, bt.DEFAULT_L2, "half")
-    method = bt._resolve_method("auto", "half", num_models)
+    prepared = bt.check_comparisons(a, b, y, None, num_models, bt.DEFAULT_L2, "half")
+    method = bt.resolve_method("auto", "half", num_models)
 
     def core():
         with jax.enable_x64():
-            return bt._fit_core(
+            return bt.fit_checked_comparisons(
                 *prepared,
                 np.float64(bt.DEFAULT_L2),
                 np.float64(1e-9),
@@ -125,7 +125,7 @@ def breakdown(a, b, y, num_models: int, repeats: int) -> dict[str, Any]:
     out: dict[str, Any] = {
         "auto_method": method,
         "input_checks": _timing_row(
-            time_fn(lambda: bt._prepare(a, b, y, None, num_models, 1e-6, "half"), repeats=repeats)
+            time_fn(lambda: bt.check_comparisons(a, b, y, None, num_models, 1e-6, "half"), repeats=repeats)
         ),
         "jitted_program": _timing_row(time_fn(core, repeats=repeats)),
         "methods": {},

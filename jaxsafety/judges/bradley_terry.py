@@ -88,7 +88,10 @@ __all__ = [
     "BTBootstrap",
     "BTResult",
     "bootstrap_bradley_terry",
+    "check_comparisons",
     "fit_bradley_terry",
+    "fit_checked_comparisons",
+    "resolve_method",
     "to_elo",
     "win_matrix",
     "win_probability",
@@ -412,10 +415,15 @@ def _fixed_point(wins, l2, tol, max_iter, method: str):
 # core
 
 
-def _resolve_method(method: str, ties: str, num_models: int) -> str:
+def resolve_method(method: str, ties: str, num_models: int) -> str:
+    """The solver that ``method`` names: itself, or for ``"auto"`` Newton with Davidson ties or up to
+    ``AUTO_NEWTON_MAX_MODELS`` models (dense ``[K, K]`` Hessian) and Newman's fixed point above that."""
     if method != "auto":
         return method
     return "newton" if ties == "davidson" or num_models <= AUTO_NEWTON_MAX_MODELS else "newman"
+
+
+_resolve_method = resolve_method  # the old name, until jaxsafety/judges/cli.py imports resolve_method
 
 
 def _fit_counts(wins, ties_m, l2, tol, max_iter, *, method: str, ties: str) -> BTResult:
@@ -432,7 +440,13 @@ def _fit_counts(wins, ties_m, l2, tol, max_iter, *, method: str, ties: str) -> B
 
 
 @functools.partial(jax.jit, static_argnames=("num_models", "method", "ties"))
-def _fit_core(model_a, model_b, y, weights, l2, tol, max_iter, *, num_models, method, ties) -> BTResult:
+def fit_checked_comparisons(
+    model_a, model_b, y, weights, l2, tol, max_iter, *, num_models, method, ties
+) -> BTResult:
+    """The jitted fit of :func:`fit_bradley_terry` on arrays that :func:`check_comparisons` returned: win (and
+    tie) counts ``[K, K]`` aggregated from the ``M`` comparisons, then the solver ``method`` (a resolved one, see
+    :func:`resolve_method`); call it inside ``jax.enable_x64()``, as :func:`fit_bradley_terry` does. No validation
+    here: it is the program whose time the benchmark separates from the input checks."""
     wins, ties_m = _counts(model_a, model_b, y, weights, num_models, ties)
     return _fit_counts(wins, ties_m, l2, tol, max_iter, method=method, ties=ties)
 
@@ -514,8 +528,9 @@ def _check_options(num_models, l2, method, ties, max_iter, tol) -> int:
     return num_models
 
 
-def _prepare(model_a, model_b, y, weights, num_models, l2, ties):
-    """Validate concrete comparisons; return numpy arrays (integer indices as given, float64 outcomes and weights,
+def check_comparisons(model_a, model_b, y, weights, num_models, l2, ties):
+    """Validate concrete comparisons (``ConfigError`` naming the field and the first bad entry); return
+    ``(model_a, model_b, y, weights)`` as numpy arrays (integer indices as given, float64 outcomes and weights,
     ``None`` for unit weights). Each check is one vectorised pass (``min``/``max``; NaN fails them too); the
     first bad index is located only on failure."""
     a = _as_1d("model_a", model_a, None)
@@ -599,10 +614,10 @@ def fit_bradley_terry(
     Not jittable itself (it checks concrete inputs); :func:`bootstrap_bradley_terry` is the batched form.
     """
     num_models = _check_options(num_models, l2, method, ties, max_iter, tol)
-    a, b, yy, w = _prepare(model_a, model_b, y, weights, num_models, l2, ties)
-    method = _resolve_method(method, ties, num_models)
+    a, b, yy, w = check_comparisons(model_a, model_b, y, weights, num_models, l2, ties)
+    method = resolve_method(method, ties, num_models)
     with jax.enable_x64():
-        return _fit_core(
+        return fit_checked_comparisons(
             a,
             b,
             yy,
@@ -647,10 +662,10 @@ def bootstrap_bradley_terry(
     check_range("confidence", confidence, gt=0.0, lt=1.0)
     if batch_size is not None:
         check_range("batch_size", batch_size, ge=1, integer=True)
-    a, b, yy, w = _prepare(model_a, model_b, y, weights, num_models, l2, ties)
+    a, b, yy, w = check_comparisons(model_a, model_b, y, weights, num_models, l2, ties)
     if a.shape[0] == 0:
         raise ConfigError("model_a.shape", a.shape, "at least one comparison to resample")
-    method = _resolve_method(method, ties, num_models)
+    method = resolve_method(method, ties, num_models)
     with jax.enable_x64():
         return _bootstrap_core(
             key,
@@ -682,7 +697,7 @@ def win_matrix(
     y_k) [a_k = j, b_k = i])``: the sufficient statistic every fit starts from (ties as half wins)."""
     num_models = _index(num_models)
     check_range("num_models", num_models, ge=1, integer=True)
-    a, b, yy, w = _prepare(model_a, model_b, y, weights, num_models, DEFAULT_L2, "half")
+    a, b, yy, w = check_comparisons(model_a, model_b, y, weights, num_models, DEFAULT_L2, "half")
     with jax.enable_x64():
         return _win_matrix_core(a, b, yy, w, num_models=num_models)
 
