@@ -8,11 +8,11 @@ Thin script over :mod:`jaxsafety.rl`: config -> library -> TensorBoard logs, che
     python experiments/ppo_gymnax.py --env Pendulum-v1 --smoke --lr 3e-4
     tensorboard --logdir runs
 
-``--env NAME`` starts from ``ENV_PRESETS[NAME]`` when there is one (the PureJaxRL CartPole-v1 defaults otherwise);
-other flags override it, ``--smoke`` shortens it. Writes ``runs/ppo_gymnax/<run>/``: TensorBoard scalars
-(``train/*`` per env step: seed mean with ``/min`` and ``/max``; ``eval/*``; ``perf/*``), ``checkpoints/<env
-steps>/`` (orbax: the final policy parameters and observation statistics of every seed; :func:`load_policy` reads
-them back), ``learning_curve.png`` (episode return against env steps, mean and min-max band over seeds) and
+``--env NAME`` starts from :data:`jaxsafety.rl.presets.ENV_PRESETS` ``[NAME]`` when there is one (the PureJaxRL
+CartPole-v1 defaults otherwise); other flags override it, ``--smoke`` shortens it. Writes
+``runs/ppo_gymnax/<run>/``: TensorBoard scalars (``train/*`` per env step: seed mean with ``/min`` and ``/max``;
+``eval/*``; ``perf/*``), ``checkpoints/<env steps>/`` (orbax: the final policy parameters and observation statistics
+of every seed; :func:`jaxsafety.rl.presets.load_policy` reads them back), ``learning_curve.png`` (episode return against env steps, mean and min-max band over seeds) and
 ``results.json`` (final return mean/std over seeds, greedy evaluation, steps/s, compile time, config).
 
 Steps/s are measured on the compiled program (compile excluded, ``block_until_ready``). The whole run is one
@@ -30,19 +30,17 @@ from pathlib import Path
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import matplotlib
 import numpy as np
-from flax import nnx
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from jaxsafety.config import check, check_range, config_from_dict, config_to_dict, parse_cli
-from jaxsafety.rl import PPOConfig, RunningMeanStd, make_policy, make_train
-from jaxsafety.rl.ppo import make_evaluate
-from jaxsafety.train import Checkpointer, log_history, progress
-from jaxsafety.train.experiment import Run, start_run, write_json_atomic
+from jaxsafety.config import check, check_range, config_to_dict, parse_cli
+from jaxsafety.rl import PPOConfig, make_evaluate, make_train
+from jaxsafety.rl.presets import ENV_PRESETS, ppo_fields, save_policy
+from jaxsafety.train import log_history, progress
+from jaxsafety.train.experiment import Run, start_run
 from jaxsafety.xla_flags import apply_cpu_workarounds
 
 # before jax starts its backend (importing starts nothing): vmapped orthogonal inits can deadlock XLA:CPU's
@@ -78,32 +76,18 @@ class PPOGymnaxConfig(PPOConfig):
 
     def ppo_config(self) -> PPOConfig:
         """The part of this config that determines training."""
-        return PPOConfig(**{f.name: getattr(self, f.name) for f in dataclasses.fields(PPOConfig)})
+        return PPOConfig(**ppo_fields(self))
 
 
-# Tuned starting points per environment (``--env NAME`` picks one; flags override its fields).
-ENV_PRESETS: dict[str, PPOGymnaxConfig] = {
-    # PureJaxRL's CartPole-v1 settings (the PPOConfig defaults): solved (500) within 5e5 steps
-    "CartPole-v1": PPOGymnaxConfig(),
-    # Pendulum-v1 (no termination, 200-step time limit): short horizon (gamma 0.9) and many epochs as in
-    # rl-baselines3-zoo's tuned SB3 PPO, plus reward scaling and an unclipped value loss (returns reach -1600,
-    # far outside a 0.2 value-clip range). Found by a small sweep over 4 seeds at 1e5 steps; see README.
-    "Pendulum-v1": PPOGymnaxConfig(
-        env="Pendulum-v1",
-        num_envs=16,
-        num_steps=256,
-        total_timesteps=100_000,
-        update_epochs=10,
-        num_minibatches=32,
-        gamma=0.9,
-        gae_lambda=0.95,
-        lr=1e-3,
-        ent_coef=0.0,
-        clip_value=False,
-        scale_rewards=True,
-        num_seeds=4,
-    ),
-}
+NUM_SEEDS = {"Pendulum-v1": 4}  # the default (num_seeds) otherwise
+
+
+def tuned(env: str) -> PPOGymnaxConfig:
+    """The run of :data:`jaxsafety.rl.presets.ENV_PRESETS` ``[env]`` (CartPole-v1's when there is none)."""
+    preset = ENV_PRESETS.get(env, ENV_PRESETS["CartPole-v1"])
+    return PPOGymnaxConfig(
+        **ppo_fields(preset), num_seeds=NUM_SEEDS.get(preset.env, PPOGymnaxConfig.num_seeds)
+    )
 
 
 def smoke(cfg: PPOGymnaxConfig) -> PPOGymnaxConfig:
@@ -130,7 +114,7 @@ def _env_from_argv(argv: list[str]) -> str:
 
 def parse_args(argv: list[str]) -> PPOGymnaxConfig:
     """CLI -> config, starting from the preset of the ``--env`` given (see the module docstring)."""
-    base = ENV_PRESETS.get(_env_from_argv(argv), ENV_PRESETS["CartPole-v1"])
+    base = tuned(_env_from_argv(argv))
     presets = {"smoke": smoke(base), "tuned": base}
     if not any(a in ("--smoke", "--tuned") for a in argv):
         argv = ["--tuned", *argv]
@@ -162,31 +146,6 @@ def learning_curve(run: Run, steps: np.ndarray, returns: np.ndarray, cfg: PPOGym
     path = run.save_figure(fig, "learning_curve", int(steps[-1]))
     plt.close(fig)
     return path
-
-
-def load_policy(run_dir: str | Path) -> tuple[PPOGymnaxConfig, nnx.State, RunningMeanStd]:
-    """``(config, params, obs_rms)`` of a finished run, every leaf with a leading seed axis; feed them to
-    ``jax.vmap(make_evaluate(config))(params, obs_rms, keys)``."""
-    import json
-
-    run_dir = Path(run_dir)
-    cfg = config_from_dict(PPOGymnaxConfig, json.loads((run_dir / "config.json").read_text()))
-    _, env, env_params = make_policy(cfg.ppo_config())
-    obs_dim = int(np.prod(env.observation_space(env_params).shape))
-    abstract = nnx.state(nnx.eval_shape(lambda: make_policy(cfg.ppo_config())[0]), nnx.Param)
-    seeded = jax.tree.map(lambda x: jax.ShapeDtypeStruct((cfg.num_seeds, *x.shape), x.dtype), abstract)
-    target = {
-        "params": nnx.to_pure_dict(seeded),
-        "obs_rms": {
-            "mean": jax.ShapeDtypeStruct((cfg.num_seeds, obs_dim), jnp.float32),
-            "var": jax.ShapeDtypeStruct((cfg.num_seeds, obs_dim), jnp.float32),
-            "count": jax.ShapeDtypeStruct((cfg.num_seeds,), jnp.float32),
-        },
-    }
-    with Checkpointer(run_dir / "checkpoints") as ckpt:
-        restored = ckpt.restore(target)
-    nnx.replace_by_pure_dict(seeded, restored["params"])
-    return cfg, seeded, RunningMeanStd(**restored["obs_rms"])
 
 
 def main(cfg: PPOGymnaxConfig) -> dict[str, Any]:
@@ -244,14 +203,7 @@ def main(cfg: PPOGymnaxConfig) -> dict[str, Any]:
         run.tracker.hparams(
             config_to_dict(ppo), {"hparam/final_return": float(np.nanmean(final)), "hparam/sps": sps}
         )
-        with Checkpointer(run.dir / "checkpoints", save_every=1, keep_last=1) as ckpt:
-            state = {
-                "params": nnx.to_pure_dict(params),
-                "obs_rms": {"mean": obs_rms.mean, "var": obs_rms.var, "count": obs_rms.count},
-            }
-            ckpt.save(
-                int(steps[-1]), state, metadata={"experiment": "ppo_gymnax", "env": cfg.env}, force=True
-            )
+        save_policy(run.dir, int(steps[-1]), ppo, params, obs_rms, metadata={"experiment": "ppo_gymnax"})
         learning_curve(run, steps, returns, cfg)
         results = {
             "experiment": "ppo_gymnax",
@@ -270,21 +222,19 @@ def main(cfg: PPOGymnaxConfig) -> dict[str, Any]:
             "compile_seconds": compile_s,
             "train_seconds": train_s,
             "seeds_per_call": chunk,
-            "wall_seconds": time.time() - t_start,
             "backend": jax.default_backend(),
             "device": jax.devices()[0].device_kind,
-            "config": config_to_dict(cfg),
         }
         results = {
             k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in results.items()
         }
-        path = write_json_atomic(run.dir / "results.json", results)
-    ev = "" if eval_returns is None else f", greedy eval {eval_returns.mean():.1f}"
-    print(
-        f"[ppo_gymnax] final return {np.nanmean(final):.1f} +- {np.nanstd(final):.1f} over {cfg.num_seeds} seeds{ev}"
-        f" -> {path.parent}",
-        flush=True,
-    )
+        ev = "" if eval_returns is None else f", greedy eval {eval_returns.mean():.1f}"
+        print(
+            f"[ppo_gymnax] final return {np.nanmean(final):.1f} +- {np.nanstd(final):.1f} over {cfg.num_seeds} "
+            f"seeds{ev}",
+            flush=True,
+        )
+        run.finish(results, t_start)
     return results
 
 

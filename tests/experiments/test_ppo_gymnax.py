@@ -11,7 +11,10 @@ import numpy as np
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from tests.experiments.script_runner import run_experiment
+from jaxsafety.config import config_from_dict
+from jaxsafety.rl import PPOConfig
+from jaxsafety.rl.presets import ENV_PRESETS, load_policy, ppo_fields
+from tests.experiments.script_runner import parse_experiment_cli, run_experiment
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:
@@ -67,28 +70,29 @@ def test_smoke_writes_results_logs_plot_checkpoint(smoke_run: Path):
 
 
 def test_checkpoint_restores_the_evaluated_policy(smoke_run: Path):
-    """The policy read back from the orbax checkpoint reproduces the run's greedy evaluation."""
+    """The policy read back from the orbax checkpoint (with its PPO config) reproduces the run's greedy
+    evaluation."""
     import jax
 
-    from experiments.ppo_gymnax import load_policy
-    from jaxsafety.rl.ppo import make_evaluate
+    from jaxsafety.rl import make_evaluate
 
     cfg, params, obs_rms = load_policy(smoke_run)
-    assert jax.tree.leaves(params)[0].shape[0] == cfg.num_seeds
-    evaluate = jax.jit(jax.vmap(make_evaluate(cfg.ppo_config(), cfg.eval_episodes)))
-    keys = jax.random.split(jax.random.key(cfg.seed + 1), cfg.num_seeds)
+    run_cfg = json.loads((smoke_run / "config.json").read_text())
+    assert cfg == config_from_dict(PPOConfig, ppo_fields(run_cfg))
+    num_seeds = run_cfg["num_seeds"]
+    assert jax.tree.leaves(params)[0].shape[0] == obs_rms.count.shape[0] == num_seeds
+    evaluate = jax.jit(jax.vmap(make_evaluate(cfg, run_cfg["eval_episodes"])))
+    keys = jax.random.split(jax.random.key(run_cfg["seed"] + 1), num_seeds)
     ret = np.asarray(evaluate(params, obs_rms, keys))
     res = json.loads((smoke_run / "results.json").read_text())
     assert ret.mean() == pytest.approx(res["eval_return_mean"], rel=0.02)
 
 
-def test_bad_flags_exit_with_one_line_before_writing(tmp_path: Path, capsys):
+def test_bad_flags_exit_with_one_line_before_writing(tmp_path: Path):
     out = _run("--num-seeds", "0", "--out-dir", str(tmp_path))
     assert out.returncode == 2
     assert out.stderr.strip() == "error: num_seeds=0 is invalid: accepted values are integers >= 1"
     assert not any(tmp_path.iterdir())
-
-    from experiments.ppo_gymnax import parse_args
 
     cases = {
         ("--env", "Pendulum-v1", "--action-kind", "discrete"): (
@@ -106,22 +110,29 @@ def test_bad_flags_exit_with_one_line_before_writing(tmp_path: Path, capsys):
         ): "final_updates=50 is invalid: accepted values are integers >= 1 and <= 40",
     }
     for argv, message in cases.items():
-        with pytest.raises(SystemExit) as exc:
-            parse_args(list(argv))
-        err = capsys.readouterr().err
-        assert exc.value.code == 2 and err.count("\n") == 1 and message in err, err
+        code, _, err = parse_experiment_cli("ppo_gymnax.py", *argv, "--out-dir", str(tmp_path))
+        assert code == 2 and err.count("\n") == 1 and message in err, err
+    assert not any(tmp_path.iterdir())
+
+
+def _config(*argv: str) -> dict:
+    code, out, err = parse_experiment_cli("ppo_gymnax.py", *argv, "--print-config")
+    assert code == 0, err
+    return json.loads(out)
 
 
 def test_env_flag_picks_tuned_preset_and_flags_override():
-    from experiments.ppo_gymnax import ENV_PRESETS, parse_args
-
-    cfg = parse_args(["--env", "Pendulum-v1", "--lr", "3e-4"])
-    assert cfg == dataclasses.replace(ENV_PRESETS["Pendulum-v1"], lr=3e-4)
-    smoke = parse_args(["--env=Pendulum-v1", "--smoke"])
-    assert (smoke.gamma, smoke.scale_rewards, smoke.num_seeds) == (0.9, True, 2)
-    assert smoke.total_timesteps < ENV_PRESETS["Pendulum-v1"].total_timesteps
-    default = parse_args(["--num-seeds", "3"])
-    assert (default.env, default.num_seeds, default.total_timesteps) == ("CartPole-v1", 3, 500_000)
+    """``--env`` starts from jaxsafety.rl.presets.ENV_PRESETS (4 seeds for Pendulum-v1), flags override it."""
+    pendulum = ENV_PRESETS["Pendulum-v1"]
+    cfg = _config("--env", "Pendulum-v1", "--lr", "3e-4")
+    assert config_from_dict(PPOConfig, ppo_fields(cfg)) == dataclasses.replace(pendulum, lr=3e-4)
+    assert cfg["num_seeds"] == 4
+    smoke = _config("--env=Pendulum-v1", "--smoke")
+    assert (smoke["gamma"], smoke["scale_rewards"], smoke["num_seeds"]) == (0.9, True, 2)
+    assert smoke["total_timesteps"] < pendulum.total_timesteps
+    default = _config("--num-seeds", "3")
+    assert config_from_dict(PPOConfig, ppo_fields(default)) == ENV_PRESETS["CartPole-v1"] == PPOConfig()
+    assert (default["env"], default["num_seeds"], default["total_timesteps"]) == ("CartPole-v1", 3, 500_000)
 
 
 @pytest.mark.slow

@@ -260,7 +260,7 @@ def test_pendulum_learned_with_preset():
     rl-baselines3-zoo's tuned SB3 PPO: -172 +- 104 with its deterministic policy). Measured over 12 seeds
     (split(key(g), 4) for g = 0-2, this AMD EPYC): the 4-seed means of the final return were -192 to -172 and of
     the greedy return -190 to -185 (single seeds -224 to -162 and -237 to -129): a margin of over 100."""
-    from experiments.ppo_gymnax import ENV_PRESETS
+    from jaxsafety.rl.presets import ENV_PRESETS
 
     cfg = ENV_PRESETS["Pendulum-v1"]
     runner, metrics = jax.jit(jax.vmap(make_train(cfg)))(jax.random.split(jax.random.key(0), 4))
