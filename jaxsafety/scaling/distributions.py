@@ -60,10 +60,18 @@ from jaxsafety.scaling.passk import _concrete, check_counts
 
 __all__ = [
     "DistributionParams",
+    "LogScaleParams",
     "PassAtKCurve",
     "beta_binomial_logpmf",
+    "beta_binomial_logpmf_unchecked",
+    "bin_bounds",
+    "check_bin_edges",
+    "check_distribution_params",
+    "check_family",
     "discretized_log_likelihood",
     "kumaraswamy_binomial_logpmf",
+    "log_bin_mass",
+    "log_mixture_pmf",
     "predicted_passk_curve",
     "scaled_beta_binomial_logpmf",
     "scaled_kumaraswamy_binomial_logpmf",
@@ -87,9 +95,10 @@ class DistributionParams(NamedTuple):
     scale: jax.Array
 
 
-class _Shape(NamedTuple):
-    """Internal form: ``log_s = log(scale)`` and ``log1m_s = log(1 - scale)`` (``-inf`` when unscaled) are kept
-    separately, so that ``1 - scale * x`` never rounds to 0 and a fit can parametrise ``scale`` by its logit."""
+class LogScaleParams(NamedTuple):
+    """:class:`DistributionParams` in the form the likelihoods and fits compute with: ``log_s = log(scale)`` and
+    ``log1m_s = log(1 - scale)`` (``-inf`` when unscaled) are kept separately, so that ``1 - scale * x`` never
+    rounds to 0 and a fit can parametrise ``scale`` by its logit."""
 
     alpha: jax.Array
     beta: jax.Array
@@ -101,17 +110,19 @@ def _float(x: object) -> jax.Array:
     return jnp.asarray(x, dtype=jnp.result_type(float))
 
 
-def _shape_from_params(params: DistributionParams) -> _Shape:
+def _shape_from_params(params: DistributionParams) -> LogScaleParams:
     scale = _float(params.scale)
-    return _Shape(_float(params.alpha), _float(params.beta), jnp.log(scale), jnp.log1p(-scale))
+    return LogScaleParams(_float(params.alpha), _float(params.beta), jnp.log(scale), jnp.log1p(-scale))
 
 
-def _check_family(family: str) -> None:
+def check_family(family: str) -> None:
+    """Raise ``ConfigError`` naming ``family`` unless it is one of ``FAMILIES``."""
     check_choice("family", family, FAMILIES)
 
 
-def _check_params(params: DistributionParams) -> None:
-    """Concrete parameters must be positive with ``0 < scale <= 1``."""
+def check_distribution_params(params: DistributionParams) -> None:
+    """Raise ``ConfigError`` naming ``params.<field>`` and its first bad value unless the concrete parameters are
+    positive with ``0 < scale <= 1``; traced parameters are not checked."""
     for name, lo_ok, accepted in (
         ("alpha", lambda a: a > 0, "numbers > 0"),
         ("beta", lambda a: a > 0, "numbers > 0"),
@@ -305,7 +316,7 @@ def _log1m_pow_sigmoid(t: jax.Array, a: jax.Array, log_x: jax.Array) -> jax.Arra
     return _log1m_exp_neg(-a * log_x, jnp.log(a) + _log_softplus_neg(t))
 
 
-def _log_prior_norm(shape: _Shape, family: str) -> jax.Array:
+def _log_prior_norm(shape: LogScaleParams, family: str) -> jax.Array:
     """The ``t``-independent part of :func:`_log_prior_logit`: ``-log B(alpha, beta)`` or ``log(a b)``."""
     if family == "beta":
         return -log_beta(shape.alpha, shape.beta)
@@ -319,7 +330,7 @@ def _log_sigmoids(t: jax.Array) -> tuple[jax.Array, jax.Array]:
 
 
 def _log_prior_logit(
-    t: jax.Array, shape: _Shape, family: str, log_x: jax.Array, log_1mx: jax.Array
+    t: jax.Array, shape: LogScaleParams, family: str, log_x: jax.Array, log_1mx: jax.Array
 ) -> jax.Array:
     """Log density of ``t = logit(x)``, ``log f_x(x) + log x + log(1 - x)``, less :func:`_log_prior_norm`
     (kept out of the integrand so that the quadrature's derivatives do not carry it); ``log_x``, ``log_1mx``
@@ -331,7 +342,7 @@ def _log_prior_logit(
     return a * log_x + log_1mx + (b - 1.0) * _log1m_pow_sigmoid(t, a, log_x)
 
 
-def _log_p_and_q(shape: _Shape, log_x: jax.Array, log_1mx: jax.Array) -> tuple[jax.Array, jax.Array]:
+def _log_p_and_q(shape: LogScaleParams, log_x: jax.Array, log_1mx: jax.Array) -> tuple[jax.Array, jax.Array]:
     """``(log p, log(1 - p))`` for ``p = scale * x``: ``log1p(-p)`` for ``p < 1/2`` (where ``1 - p -> 1`` and a
     sum would lose ``eps / p`` relative, which ``n log(1 - p)`` multiplies by ``n``), else
     ``log((1 - scale) + scale (1 - x))``, a sum of two non-negative terms (``scale -> 1``, ``x -> 1``, where
@@ -416,18 +427,21 @@ def _log_binom_pmf(n: jax.Array, c: jax.Array, log_p: jax.Array, log_q: jax.Arra
 
 
 @functools.partial(jax.jit, static_argnames=("family", "num_nodes"))
-def _log_mixture_pmf(n: jax.Array, c: jax.Array, shape: _Shape, family: str, num_nodes: int) -> jax.Array:
+def log_mixture_pmf(
+    n: jax.Array, c: jax.Array, shape: LogScaleParams, family: str, num_nodes: int
+) -> jax.Array:
     """``log P(c | n) = log int C(n, c) p^c (1 - p)^(n-c) f(x) dx`` (``p = s x``) by quadrature in ``t``, with the
-    binomial factor by :func:`_log_binom_pmf` so that no term of size ``n`` is ever formed."""
+    binomial factor by :func:`_log_binom_pmf` so that no term of size ``n`` is ever formed. Unchecked kernel of the
+    public ``*_binomial_logpmf`` functions and of the fits: float counts and ``shape`` of one broadcast shape."""
     n, c = _float(n), _float(c)
     m = n - c
     batch = jnp.broadcast_shapes(n.shape, c.shape, *(jnp.shape(x) for x in shape))
     n, c, m = (jnp.broadcast_to(x, batch) for x in (n, c, m))
-    sh = _Shape(*(jnp.broadcast_to(x, batch) for x in shape))
+    sh = LogScaleParams(*(jnp.broadcast_to(x, batch) for x in shape))
 
-    def log_f(t: jax.Array, sh: _Shape) -> jax.Array:
+    def log_f(t: jax.Array, sh: LogScaleParams) -> jax.Array:
         e = (lambda x: x[..., None]) if t.ndim > len(batch) else (lambda x: x)
-        s_e = _Shape(*(e(x) for x in sh))
+        s_e = LogScaleParams(*(e(x) for x in sh))
         log_x, log_1mx = _log_sigmoids(t)
         log_p, log_q = _log_p_and_q(s_e, log_x, log_1mx)
         return _log_prior_logit(t, s_e, family, log_x, log_1mx) + _log_binom_pmf_var(e(n), e(c), log_p, log_q)
@@ -455,11 +469,14 @@ def beta_binomial_logpmf(n: jax.Array, c: jax.Array, alpha: jax.Array, beta: jax
     :class:`~jaxsafety.config.ConfigError` naming the field.
     """
     check_counts(n, c)
-    return _beta_binomial_logpmf(*(_float(x) for x in (n, c, alpha, beta)))
+    return beta_binomial_logpmf_unchecked(*(_float(x) for x in (n, c, alpha, beta)))
 
 
 @jax.jit
-def _beta_binomial_logpmf(n: jax.Array, c: jax.Array, alpha: jax.Array, beta: jax.Array) -> jax.Array:
+def beta_binomial_logpmf_unchecked(
+    n: jax.Array, c: jax.Array, alpha: jax.Array, beta: jax.Array
+) -> jax.Array:
+    """:func:`beta_binomial_logpmf` on float arrays, without its count checks (jittable, for the fits)."""
     # log C(n,c) = -log(n+1) - log B(c+1, n-c+1); the difference of the two large log-betas is taken term by term.
     m = n - c
     big = lgamma_diff(c + 1.0, alpha - 1.0) + lgamma_diff(m + 1.0, beta - 1.0)
@@ -471,14 +488,14 @@ def _mixture_logpmf(
     n: jax.Array, c: jax.Array, params: DistributionParams, family: str, num_nodes: int
 ) -> jax.Array:
     check_counts(n, c)
-    _check_params(params)
+    check_distribution_params(params)
     shape = _shape_from_params(params)
     n, c = _float(n), _float(c)
     # Everything at the batch shape before the jitted call: one compilation per (shape, family), however the
     # arguments were given (scalars or arrays).
     batch = jnp.broadcast_shapes(n.shape, c.shape, *(x.shape for x in shape))
-    shape = _Shape(*(jnp.broadcast_to(x, batch) for x in shape))
-    return _log_mixture_pmf(jnp.broadcast_to(n, batch), jnp.broadcast_to(c, batch), shape, family, num_nodes)
+    shape = LogScaleParams(*(jnp.broadcast_to(x, batch) for x in shape))
+    return log_mixture_pmf(jnp.broadcast_to(n, batch), jnp.broadcast_to(c, batch), shape, family, num_nodes)
 
 
 def scaled_beta_binomial_logpmf(
@@ -505,7 +522,7 @@ def scaled_kumaraswamy_binomial_logpmf(
     return _mixture_logpmf(n, c, DistributionParams(a, b, scale), "kumaraswamy", num_nodes)
 
 
-def _bin_bounds(n: jax.Array, c: jax.Array, bin_edges: jax.Array | None) -> tuple[jax.Array, jax.Array]:
+def bin_bounds(n: jax.Array, c: jax.Array, bin_edges: jax.Array | None) -> tuple[jax.Array, jax.Array]:
     """``(lo, hi)`` of the bin of ``p`` holding the rate ``c / n``: ``[(c - 1/2)/n, (c + 1/2)/n]`` clipped to
     ``[0, 1]`` (one bin per attainable rate), or the bin of ``bin_edges`` (``[B + 1]``, from 0 to 1) holding it."""
     n, c = _float(n), _float(c)
@@ -516,7 +533,9 @@ def _bin_bounds(n: jax.Array, c: jax.Array, bin_edges: jax.Array | None) -> tupl
     return edges[idx], edges[idx + 1]
 
 
-def _check_bin_edges(bin_edges: object) -> None:
+def check_bin_edges(bin_edges: object) -> None:
+    """Raise ``ConfigError`` naming ``bin_edges`` unless concrete edges are a 1-D increasing array from 0 to 1
+    (None, the default bins, and traced edges pass)."""
     e = _concrete(bin_edges) if bin_edges is not None else None
     if e is None:
         return
@@ -529,7 +548,9 @@ _LOG_TINY = -200.0  # log-mass floor for bins outside the support of p (e.g. abo
 
 
 @functools.partial(jax.jit, static_argnames=("family", "num_nodes"))
-def _log_bin_mass(lo: jax.Array, hi: jax.Array, shape: _Shape, family: str, num_nodes: int) -> jax.Array:
+def log_bin_mass(
+    lo: jax.Array, hi: jax.Array, shape: LogScaleParams, family: str, num_nodes: int
+) -> jax.Array:
     """``log P(lo <= p <= hi)`` for ``p = scale x``; floored at ``_LOG_TINY`` (a bin outside the support)."""
     s = jnp.exp(shape.log_s)
     x_lo = jnp.clip(lo / s, 0.0, 1.0)
@@ -563,11 +584,11 @@ def _log_bin_mass(lo: jax.Array, hi: jax.Array, shape: _Shape, family: str, num_
     sg = jax.lax.stop_gradient
     t0 = jnp.log(sg(shape.alpha)) - jnp.log(sg(shape.beta))
     batch = jnp.broadcast_shapes(t_lo.shape, t_hi.shape, *(jnp.shape(x) for x in shape))
-    sh = _Shape(*(jnp.broadcast_to(x, batch) for x in shape))
+    sh = LogScaleParams(*(jnp.broadcast_to(x, batch) for x in shape))
 
-    def log_f(t: jax.Array, sh: _Shape) -> jax.Array:
+    def log_f(t: jax.Array, sh: LogScaleParams) -> jax.Array:
         e = (lambda x: x[..., None]) if t.ndim > len(batch) else (lambda x: x)
-        return _log_prior_logit(t, _Shape(*(e(x) for x in sh)), family, *_log_sigmoids(t))
+        return _log_prior_logit(t, LogScaleParams(*(e(x) for x in sh)), family, *_log_sigmoids(t))
 
     out = _log_integral_logit(log_f, sh, t0, t_lo, t_hi, num_nodes, finite_bounds=True)
     out = out + _log_prior_norm(sh, family)
@@ -592,12 +613,12 @@ def discretized_log_likelihood(
     or ``bin_edges`` ``[B + 1]`` from 0 to 1. A bin beyond ``scale`` has mass 0; its log is floored at -200 so fits
     stay finite.
     """
-    _check_family(family)
+    check_family(family)
     check_counts(n, c)
-    _check_params(params)
-    _check_bin_edges(bin_edges)
-    lo, hi = _bin_bounds(_float(n), _float(c), bin_edges)
-    return _log_bin_mass(lo, hi, _shape_from_params(params), family, num_nodes)
+    check_distribution_params(params)
+    check_bin_edges(bin_edges)
+    lo, hi = bin_bounds(_float(n), _float(c), bin_edges)
+    return log_bin_mass(lo, hi, _shape_from_params(params), family, num_nodes)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -632,8 +653,8 @@ def predicted_passk_curve(
     ``b Gamma(a + 1) / s^a`` (Kumaraswamy). The relative corrections are ``O(1/k)`` from the density's next term
     and ``O(E)`` from ``-log(1 - E) = E + E^2/2 + ...``, the latter slow when ``alpha`` is small.
     """
-    _check_family(family)
-    _check_params(params)
+    check_family(family)
+    check_distribution_params(params)
     ks_a = _concrete(ks)
     if ks_a is not None and not (np.all(ks_a >= 1) and np.all(ks_a == np.round(ks_a))):
         raise ConfigError("ks", ks_a.tolist(), "integers >= 1")
@@ -655,18 +676,18 @@ def predicted_passk_curve(
 
 @functools.partial(jax.jit, static_argnames=("family", "num_nodes", "closed_form"))
 def _predicted_curve(
-    shape: _Shape, ks: jax.Array, family: str, num_nodes: int, closed_form: bool
+    shape: LogScaleParams, ks: jax.Array, family: str, num_nodes: int, closed_form: bool
 ) -> PassAtKCurve:
     # Parameters [...] against budgets [K] -> [..., K], everything broadcast to that shape.
     pshape = jnp.broadcast_shapes(*(jnp.shape(x) for x in shape))
-    shape = _Shape(*(jnp.broadcast_to(x, pshape) for x in shape))
+    shape = LogScaleParams(*(jnp.broadcast_to(x, pshape) for x in shape))
     batch = (*pshape, *ks.shape)
-    b_shape = _Shape(*(jnp.broadcast_to(x[..., None], batch) for x in shape))
+    b_shape = LogScaleParams(*(jnp.broadcast_to(x[..., None], batch) for x in shape))
     ks_b = jnp.broadcast_to(ks, batch)
     if closed_form:
-        log_fail = _beta_binomial_logpmf(ks_b, jnp.zeros_like(ks_b), b_shape.alpha, b_shape.beta)
+        log_fail = beta_binomial_logpmf_unchecked(ks_b, jnp.zeros_like(ks_b), b_shape.alpha, b_shape.beta)
     else:
-        log_fail = _log_mixture_pmf(ks_b, jnp.zeros_like(ks_b), b_shape, family, num_nodes)
+        log_fail = log_mixture_pmf(ks_b, jnp.zeros_like(ks_b), b_shape, family, num_nodes)
     log_fail = jnp.minimum(log_fail, 0.0)
     pass_k = -jnp.expm1(log_fail)
     neg_log = -_log1m_exp_neg(-log_fail, jnp.log(jnp.clip(-log_fail, 1e-38, None)))

@@ -50,14 +50,14 @@ from jaxsafety.config import ConfigError, check_choice, check_range
 from jaxsafety.scaling.distributions import (
     DistributionParams,
     Family,
-    _beta_binomial_logpmf,
-    _bin_bounds,
-    _check_bin_edges,
-    _check_family,
-    _check_params,
-    _log_bin_mass,
-    _log_mixture_pmf,
-    _Shape,
+    LogScaleParams,
+    beta_binomial_logpmf_unchecked,
+    bin_bounds,
+    check_bin_edges,
+    check_distribution_params,
+    check_family,
+    log_bin_mass,
+    log_mixture_pmf,
 )
 from jaxsafety.scaling.passk import _concrete, check_counts
 
@@ -68,6 +68,7 @@ __all__ = [
     "bootstrap_fit",
     "exponent_standard_error",
     "fit_distribution",
+    "fit_distribution_unchecked",
     "samples_for_exponent_tolerance",
 ]
 
@@ -103,12 +104,12 @@ class FitResult(NamedTuple):
     num_accepted: jax.Array
 
 
-def _shape_from_theta(theta: jax.Array, scaled: bool) -> _Shape:
+def _shape_from_theta(theta: jax.Array, scaled: bool) -> LogScaleParams:
     alpha, beta = jnp.exp(theta[0]), jnp.exp(theta[1])
     if scaled:
-        return _Shape(alpha, beta, -jax.nn.softplus(-theta[2]), -jax.nn.softplus(theta[2]))
+        return LogScaleParams(alpha, beta, -jax.nn.softplus(-theta[2]), -jax.nn.softplus(theta[2]))
     zero = jnp.zeros((), theta.dtype)
-    return _Shape(alpha, beta, zero, jnp.full((), -jnp.inf, theta.dtype))
+    return LogScaleParams(alpha, beta, zero, jnp.full((), -jnp.inf, theta.dtype))
 
 
 def _per_problem_loglik(
@@ -124,11 +125,11 @@ def _per_problem_loglik(
     """``[P]`` log-likelihoods at unconstrained ``theta``."""
     shape = _shape_from_theta(theta, scaled)
     if likelihood == "discretized":
-        lo, hi = _bin_bounds(n, c, bin_edges)
-        return _log_bin_mass(lo, hi, shape, family, num_nodes)
+        lo, hi = bin_bounds(n, c, bin_edges)
+        return log_bin_mass(lo, hi, shape, family, num_nodes)
     if family == "beta" and not scaled:
-        return _beta_binomial_logpmf(n, c, shape.alpha, shape.beta)  # closed form
-    return _log_mixture_pmf(n, c, shape, family, num_nodes)
+        return beta_binomial_logpmf_unchecked(n, c, shape.alpha, shape.beta)  # closed form
+    return log_mixture_pmf(n, c, shape, family, num_nodes)
 
 
 def _count_tails(counts: jax.Array, weights: jax.Array, size: int) -> jax.Array:
@@ -184,7 +185,7 @@ def _initial_thetas(n: jax.Array, c: jax.Array, w: jax.Array, scaled: bool) -> j
 @functools.partial(
     jax.jit, static_argnames=("family", "scaled", "likelihood", "num_nodes", "num_steps", "max_attempts")
 )
-def _fit_core(
+def fit_distribution_unchecked(
     n: jax.Array,
     c: jax.Array,
     weights: jax.Array,
@@ -198,9 +199,11 @@ def _fit_core(
     max_attempts: int | None,
     starts: jax.Array | None = None,
 ) -> FitResult:
-    """Fit to distinct ``(n, c)`` pairs ``[U]`` with multiplicities ``weights`` ``[U]`` (the likelihood of a
-    problem depends only on its pair, so ``P`` problems cost ``U <= P`` likelihood evaluations). The unscaled
-    beta-binomial uses its sufficient statistics when ``max_attempts`` (a static bound on ``n``) is known.
+    """The jitted fit behind :func:`fit_distribution`, on checked inputs (no validation here; :mod:`.simulate`
+    calls it inside its vmapped study). Fit to distinct ``(n, c)`` pairs ``[U]`` with multiplicities ``weights``
+    ``[U]`` (the likelihood of a problem depends only on its pair, so ``P`` problems cost ``U <= P`` likelihood
+    evaluations). The unscaled beta-binomial uses its sufficient statistics when ``max_attempts`` (a static bound
+    on ``n``) is known.
     ``starts`` ``[S, d]``: starting points in ``theta`` (default: :func:`_initial_thetas`)."""
     num_problems = jnp.sum(weights)
     suffstats = family == "beta" and not scaled and likelihood == "binomial" and max_attempts is not None
@@ -340,9 +343,9 @@ def _prepare(
     """Checked ``(n_u, c_u, weights, inverse)``: the distinct ``(n, c)`` pairs ``[U]`` (padded with zero-weight
     entries), their multiplicities, and each problem's pair index ``[P]``. Concrete data are deduplicated with numpy; traced data are used as they are
     (``U = P``, unit weights). Last, a static bound on ``n`` (a power of two; None for traced data)."""
-    _check_family(family)
+    check_family(family)
     check_choice("likelihood", likelihood, ("binomial", "discretized"))
-    _check_bin_edges(bin_edges)
+    check_bin_edges(bin_edges)
     check_counts(n, c)
     dtype = jnp.result_type(float)
     n_a, c_a = _concrete(n), _concrete(c)
@@ -394,7 +397,7 @@ def fit_distribution(
     check_range("num_steps", num_steps, ge=1, integer=True)
     check_range("num_nodes", num_nodes, ge=4, integer=True)
     n, c, weights, _, max_attempts = _prepare(n, c, family, likelihood, bin_edges)
-    return _fit_core(
+    return fit_distribution_unchecked(
         n,
         c,
         weights,
@@ -456,7 +459,9 @@ def bootstrap_fit(
         # (padded to a power of two so that similar counts share a compilation)
         size = 1 << int(failed.size - 1).bit_length()
         rows = np.concatenate([failed, np.full(size - failed.size, failed[0])])
-        refit_one = functools.partial(_fit_core, **static)  # jitted; vmapped over the weights
+        refit_one = functools.partial(
+            fit_distribution_unchecked, **static
+        )  # jitted; vmapped over the weights
         refit = jax.vmap(refit_one, in_axes=(None, None, 0, None))(n, c, weights[rows], edges)
         k = failed.size
         better = np.asarray(refit.converged)[:k] | (
@@ -509,7 +514,7 @@ def _bootstrap_core(
         return jnp.zeros(n.shape, n.dtype).at[inverse[idx]].add(1.0)
 
     def one(weights: jax.Array, starts: jax.Array | None) -> FitResult:
-        return _fit_core(
+        return fit_distribution_unchecked(
             n,
             c,
             weights,
@@ -625,8 +630,8 @@ def exponent_standard_error(
     Fisher information in ``theta`` (``theta_0 = log alpha``, so its SE is the relative SE of ``alpha``). It is the
     Cramer-Rao bound, attained by the MLE for large ``P``. ``inf`` when ``I`` is singular (e.g. one attempt per
     problem cannot separate ``alpha`` from ``beta``). Not jittable (returns a Python float)."""
-    _check_family(family)
-    _check_params(params)
+    check_family(family)
+    check_distribution_params(params)
     check_range("num_problems", num_problems, ge=1, integer=True)
     check_range("samples_per_problem", samples_per_problem, ge=1, integer=True)
     theta = _theta_from_params(params, scaled)
@@ -671,8 +676,8 @@ def samples_for_exponent_tolerance(
     half-width of a 95% normal interval, relative to ``alpha``. Cost: one compilation for ``max_samples`` and about
     ``log2(max_samples)`` evaluations of ``max_samples + 1`` likelihoods each.
     """
-    _check_family(family)
-    _check_params(params)
+    check_family(family)
+    check_distribution_params(params)
     check_range("num_problems", num_problems, ge=1, integer=True)
     check_range("rel_tolerance", rel_tolerance, gt=0)
     check_range("z", z, gt=0)

@@ -22,8 +22,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxsafety.config import ConfigError, check_range
-from jaxsafety.scaling.distributions import DistributionParams, _check_family, _check_params
-from jaxsafety.scaling.fit import _fit_core
+from jaxsafety.scaling.distributions import DistributionParams, check_distribution_params, check_family
+from jaxsafety.scaling.fit import fit_distribution_unchecked
 from jaxsafety.scaling.passk import fit_power_law_lsq, neg_log_pass_at_k_unchecked
 
 __all__ = [
@@ -109,7 +109,7 @@ def _estimates(
                 out[name] = fit_power_law_lsq(ks, neg_log_pass_at_k_unchecked(nn, c, ks))[1]
                 continue
             family, scaled, likelihood = ESTIMATORS[name]
-            fit = _fit_core(
+            fit = fit_distribution_unchecked(
                 nn,
                 c,
                 jnp.ones_like(c),
@@ -145,8 +145,8 @@ def exponent_estimates(
     budgets. The truth to compare with is ``params.alpha``. ``show_progress``: a progress bar over budgets."""
     from jaxsafety.train.progress import progress
 
-    _check_family(family)
-    _check_params(params)
+    check_family(family)
+    check_distribution_params(params)
     _check_names(estimators)
     check_range("num_problems", num_problems, ge=3, integer=True)
     check_range("num_seeds", num_seeds, ge=1, integer=True)
