@@ -20,7 +20,6 @@ import dataclasses
 import math
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import jax
@@ -31,6 +30,8 @@ import matplotlib.pyplot as plt
 
 from jaxsafety.config import check_range, config_to_dict, parse_cli
 from jaxsafety.data import CorpusConfig, knowledge_base, text_file_corpus
+from jaxsafety.models.generate import SamplingConfig, generate, left_pad
+from jaxsafety.models.hf import to_hf
 from jaxsafety.train import OptimizerConfig
 from jaxsafety.train.experiment import Run, start_run
 from jaxsafety.train.lm import PretrainConfig, PretrainResult, pretrain
@@ -103,13 +104,8 @@ def sample_prompts(cfg: PretrainLMConfig) -> list[str]:
     return (prompts * 16)[: cfg.num_samples]
 
 
-def greedy_samples(cfg: PretrainLMConfig, model: Any, tokenizer: Any, prompts: list[str]) -> list[str] | None:
-    """Greedy continuations of ``prompts`` (each prefixed with EOS, the document separator the model saw), or
-    None when the generation module is unavailable."""
-    try:
-        from jaxsafety.models.generate import SamplingConfig, generate, left_pad
-    except ImportError:
-        return None
+def greedy_samples(cfg: PretrainLMConfig, model: Any, tokenizer: Any, prompts: list[str]) -> list[str]:
+    """Greedy continuations of ``prompts`` (each prefixed with EOS, the document separator the model saw)."""
     if not prompts:
         return []
     width = min(32, (cfg.max_seq_len or cfg.seq_len) - cfg.sample_tokens)
@@ -157,7 +153,7 @@ def main(cfg: PretrainLMConfig) -> dict[str, Any]:
     t0 = time.time()
     run = start_run("pretrain_lm", cfg, run_name=cfg.run_name, root=cfg.out_dir)
     prompts = sample_prompts(cfg)
-    samples: list[str] | None = None
+    samples: list[str] = []
 
     def on_eval(step: int, model: Any, tokenizer: Any, held: dict[str, float]) -> None:
         nonlocal samples
@@ -182,8 +178,6 @@ def main(cfg: PretrainLMConfig) -> dict[str, Any]:
         learning_curve(run, res.unigram_entropy)
         hf_dir = None
         if cfg.export_hf:
-            from jaxsafety.models.hf import to_hf
-
             hf_dir = to_hf(res.model, run.dir / "hf", tokenizer=res.tokenizer)
         results = {
             "experiment": "pretrain_lm",
@@ -201,17 +195,16 @@ def main(cfg: PretrainLMConfig) -> dict[str, Any]:
             "samples": samples,
             "checkpoint_steps": ckpt.all_steps(),
             "hf_dir": str(hf_dir) if hf_dir is not None else None,
-            "wall_seconds": time.time() - t0,
             "backend": jax.default_backend(),
         }
         # NaN (e.g. no train step left to time when rerunning a finished run) -> null: strict JSON
-        path = run.save_results(
-            {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in results.items()}
+        results = {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in results.items()}
+        print(
+            f"[pretrain_lm] held-out loss {res.heldout_loss:.3f} (unigram entropy {res.unigram_entropy:.3f}), "
+            f"train {res.train_eval_loss:.3f}, {res.tokens_per_second:,.0f} tokens/s",
+            flush=True,
         )
-    print(
-        f"held-out loss {res.heldout_loss:.3f} (unigram entropy {res.unigram_entropy:.3f}), "
-        f"train {res.train_eval_loss:.3f}, {res.tokens_per_second:,.0f} tokens/s -> {Path(path).parent}"
-    )
+        run.finish(results, t0)
     return results
 
 

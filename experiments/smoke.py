@@ -161,11 +161,10 @@ def main(cfg: SmokeConfig) -> dict:
             "test_loss": test["loss"],
             "test_accuracy": test["accuracy"],
             "checkpoint_steps": ckpt.all_steps(),
-            "wall_seconds": time.time() - t0,
             "backend": jax.default_backend(),
         }
-        path = run.save_results(results)
-    print(f"test accuracy {test['accuracy']:.3f}  loss {test['loss']:.4f}  -> {path.parent}")
+        print(f"[smoke] test accuracy {test['accuracy']:.3f}  loss {test['loss']:.4f}", flush=True)
+        run.finish(results, t0)
     return results
 
 
