@@ -1,5 +1,6 @@
 """Reinforcement learning: PPO components (GAE, clipped losses, KL estimators, distributions, normalisation) and the
-PureJaxRL-style end-to-end jitted trainer for gymnax environments. Shared by opponent shaping and LM RLHF."""
+PureJaxRL-style end-to-end jitted trainer for gymnax environments, and the one PPO update
+(:func:`make_ppo_update`) that the gymnax trainer, opponent shaping and LM RLHF all call."""
 
 from jaxsafety.rl.distributions import Categorical, Gaussian, TanhGaussian
 from jaxsafety.rl.gae import gae_advantages
@@ -9,11 +10,13 @@ from jaxsafety.rl.losses import (
     clip_fraction,
     clipped_policy_loss,
     clipped_value_loss,
+    masked_mean,
     normalize_advantages,
 )
 from jaxsafety.rl.networks import ActorCritic, GRUActorCritic
 from jaxsafety.rl.normalize import RunningMeanStd, normalize_obs, scale_rewards
 from jaxsafety.rl.ppo import PPOConfig, Runner, make_evaluate, make_policy, make_train
+from jaxsafety.rl.update import PPOHyperparams, PPOUpdate, make_ppo_update, ppo_loss
 
 __all__ = [
     "ActorCritic",
@@ -21,6 +24,8 @@ __all__ = [
     "GRUActorCritic",
     "Gaussian",
     "PPOConfig",
+    "PPOHyperparams",
+    "PPOUpdate",
     "Runner",
     "RunningMeanStd",
     "TanhGaussian",
@@ -32,8 +37,11 @@ __all__ = [
     "gae_advantages",
     "make_evaluate",
     "make_policy",
+    "make_ppo_update",
     "make_train",
+    "masked_mean",
     "normalize_advantages",
     "normalize_obs",
+    "ppo_loss",
     "scale_rewards",
 ]

@@ -31,12 +31,11 @@ import optax
 from flax import nnx
 
 from jaxsafety.config import check, check_choice, check_range
-from jaxsafety.rl import losses
 from jaxsafety.rl.distributions import Categorical, Gaussian, TanhGaussian
 from jaxsafety.rl.gae import gae_advantages
 from jaxsafety.rl.networks import ActorCritic
 from jaxsafety.rl.normalize import RunningMeanStd, normalize_obs, scale_rewards
-from jaxsafety.train.optim import OptimizerConfig, make_optimizer
+from jaxsafety.rl.update import PPOHyperparams, make_ppo_update
 
 __all__ = [
     "PPOConfig",
@@ -54,40 +53,31 @@ ACTION_KINDS = ("auto", "discrete", "gaussian", "tanh")
 
 
 @dataclasses.dataclass(frozen=True)
-class PPOConfig:
-    """PPO hyperparameters; defaults are PureJaxRL's CartPole-v1 settings (4 envs x 128 steps, 4 epochs x 4
-    minibatches, lr 2.5e-4 annealed, 2x64 tanh actor and critic, 5e5 env steps)."""
+class PPOConfig(PPOHyperparams):
+    """PPO on a gymnax environment; defaults are PureJaxRL's CartPole-v1 settings (4 envs x 128 steps, 4 epochs x
+    4 minibatches, lr 2.5e-4 annealed, 2x64 tanh actor and critic, 5e5 env steps). The loss, GAE and optimiser
+    fields come from :class:`~jaxsafety.rl.update.PPOHyperparams`."""
 
     env: str = "CartPole-v1"  # any gymnax registered env name
     num_envs: int = 4
     num_steps: int = 128  # rollout length per env per update
     total_timesteps: int = 500_000
-    update_epochs: int = 4
-    num_minibatches: int = 4
-    gamma: float = 0.99
-    gae_lambda: float = 0.95
-    clip_eps: float = 0.2
-    clip_value: bool = True  # clip the value loss with clip_eps (OpenAI baselines' ppo2)
-    ent_coef: float = 0.01
-    vf_coef: float = 0.5
-    lr: float = 2.5e-4
     anneal_lr: bool = True  # linear decay to 0 over the run
-    max_grad_norm: float = 0.5
     hidden: tuple[int, ...] = (64, 64)
     activation: Literal["tanh", "relu", "gelu", "silu"] = "tanh"
     action_kind: Literal["auto", "discrete", "gaussian", "tanh"] = "auto"  # auto: discrete or gaussian
     init_log_std: float = 0.0  # continuous policies: initial log std of the (pre-squash) Gaussian
     normalize_obs: bool = False  # running mean/var observation normalisation
     scale_rewards: bool = False  # divide rewards by the running std of the discounted return
-    normalize_advantages: bool = True  # per minibatch
     bootstrap_truncation: bool = True  # bootstrap time-limit truncations with V(final observation)
 
     def __post_init__(self) -> None:
         import gymnax
 
         check_choice("env", self.env, tuple(gymnax.registered_envs))
-        for f in ("num_envs", "num_steps", "total_timesteps", "update_epochs", "num_minibatches"):
+        for f in ("num_envs", "num_steps", "total_timesteps"):
             check_range(f, getattr(self, f), ge=1, integer=True)
+        super().__post_init__()
         check(
             self.total_timesteps >= self.num_envs * self.num_steps,
             "total_timesteps",
@@ -100,13 +90,6 @@ class PPOConfig:
             self.num_minibatches,
             f"divisors of num_envs * num_steps ({self.num_envs * self.num_steps})",
         )
-        check_range("gamma", self.gamma, ge=0, le=1)
-        check_range("gae_lambda", self.gae_lambda, ge=0, le=1)
-        check_range("clip_eps", self.clip_eps, gt=0)
-        check_range("ent_coef", self.ent_coef, ge=0)
-        check_range("vf_coef", self.vf_coef, ge=0)
-        check_range("lr", self.lr, gt=0)
-        check_range("max_grad_norm", self.max_grad_norm, gt=0)
         check(
             len(self.hidden) >= 1 and all(isinstance(h, int) and h >= 1 for h in self.hidden),
             "hidden",
@@ -335,22 +318,7 @@ def make_train(config: PPOConfig) -> Callable[[jax.Array], tuple[Runner, dict[st
     kind = model0.action_kind
     n_envs, n_steps = config.num_envs, config.num_steps
     batch_size = n_envs * n_steps
-    steps_per_update = config.update_epochs * config.num_minibatches
-    # optax.flatten: Adam and the global-norm clip run on one concatenated vector instead of one small op per
-    # parameter leaf (the update is otherwise dominated by per-op latency at these sizes)
-    tx = optax.flatten(
-        make_optimizer(
-            OptimizerConfig(
-                name="adamw",
-                lr=config.lr,
-                eps=1e-5,
-                weight_decay=0.0,
-                schedule="linear" if config.anneal_lr else "constant",
-                total_steps=config.num_updates * steps_per_update,
-                grad_clip_norm=config.max_grad_norm,
-            )
-        )
-    )
+    tx = config.optimizer(config.num_updates)
     obs_dim = int(np.prod(env.observation_space(env_params).shape))
     act_low = None if kind == "discrete" else jnp.asarray(model0.low)
     act_high = None if kind == "discrete" else jnp.asarray(model0.high)
@@ -407,36 +375,11 @@ def make_train(config: PPOConfig) -> Callable[[jax.Array], tuple[Runner, dict[st
         )
         return runner, tr
 
-    def loss_fn(params: nnx.State, mb: dict[str, jax.Array]) -> tuple[jax.Array, dict[str, jax.Array]]:
+    def apply(params: nnx.State, mb: dict[str, jax.Array]) -> tuple[jax.Array, jax.Array, jax.Array]:
         dist, value = model(params)(mb["obs"])
-        logp = _log_prob(dist, mb["action"])
-        adv = mb["adv"]
-        if config.normalize_advantages:
-            adv = losses.normalize_advantages(adv)
-        pg = losses.clipped_policy_loss(logp, mb["logp"], adv, config.clip_eps)
-        vl = losses.clipped_value_loss(
-            value, mb["value"], mb["ret"], config.clip_eps if config.clip_value else None
-        )
-        ent = dist.entropy().mean()
-        total = pg + config.vf_coef * vl - config.ent_coef * ent
-        aux = {
-            "policy_loss": pg,
-            "value_loss": vl,
-            "entropy": ent,
-            "approx_kl": losses.approx_kl_k3(logp, mb["logp"]),
-            "approx_kl_k1": losses.approx_kl_k1(logp, mb["logp"]),
-            "clip_fraction": losses.clip_fraction(logp, mb["logp"], config.clip_eps),
-        }
-        return total, aux
+        return _log_prob(dist, mb["action"]), dist.entropy(), value
 
-    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-
-    def update_minibatch(carry: tuple[nnx.State, Any], mb: dict[str, jax.Array]) -> tuple[Any, dict]:
-        params, opt_state = carry
-        (total, aux), grads = grad_fn(params, mb)
-        updates, opt_state = tx.update(grads, opt_state, params)
-        params = optax.apply_updates(params, updates)
-        return (params, opt_state), {"loss": total, **aux}
+    ppo_update = make_ppo_update(apply, tx, config)
 
     def update(runner: Runner, _: Any) -> tuple[Runner, dict[str, jax.Array]]:
         key, k_noise, k_env, k_epochs = jax.random.split(runner.key, 4)
@@ -468,17 +411,7 @@ def make_train(config: PPOConfig) -> Callable[[jax.Array], tuple[Runner, dict[st
         }
         batch = jax.tree.map(lambda x: x.reshape(batch_size, *x.shape[2:]), batch)
 
-        def update_epoch(carry: tuple[nnx.State, Any], key: jax.Array) -> tuple[Any, dict[str, jax.Array]]:
-            perm = jax.random.permutation(key, batch_size)
-            mbs = jax.tree.map(
-                lambda x: x[perm].reshape(config.num_minibatches, config.minibatch_size, *x.shape[1:]), batch
-            )
-            return jax.lax.scan(update_minibatch, carry, mbs)
-
-        (params, opt_state), m = jax.lax.scan(
-            update_epoch, (runner.params, runner.opt_state), jax.random.split(k_epochs, config.update_epochs)
-        )
-        metrics = jax.tree.map(jnp.mean, m)
+        params, opt_state, metrics = ppo_update(runner.params, runner.opt_state, batch, k_epochs)
         n_done = traj.done.sum()
         denom = jnp.maximum(n_done, 1)
         nan = jnp.float32(jnp.nan)
@@ -512,6 +445,7 @@ def make_train(config: PPOConfig) -> Callable[[jax.Array], tuple[Runner, dict[st
         return runner, metrics
 
     train.graphdef = graphdef  # type: ignore[attr-defined]
+    train.ppo_update = ppo_update  # type: ignore[attr-defined]  # the update on one rollout batch
     return train
 
 

@@ -30,13 +30,12 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from flax import nnx
 
 from jaxsafety.config import check, check_range
-from jaxsafety.rl import losses
 from jaxsafety.rl.gae import gae_advantages
 from jaxsafety.rl.networks import MLP, ActorCritic
+from jaxsafety.rl.update import PPOHyperparams, make_ppo_update
 from jaxsafety.shaping.es import ESConfig, make_es_train
 from jaxsafety.shaping.exact import memory_one_value_fn, naive_grads
 
@@ -161,32 +160,21 @@ def make_mfos_es(
 
 
 @dataclasses.dataclass(frozen=True)
-class MetaPPOConfig:
+class MetaPPOConfig(PPOHyperparams):
     """PPO on meta-steps: ``iterations`` rounds of ``num_trials`` parallel trials, then ``update_epochs`` x
-    ``num_minibatches`` clipped updates; the meta-policy is a Gaussian over the shaper's logits (state-independent
-    learned log-std starting at ``init_log_std``) with a separate critic."""
+    ``num_minibatches`` clipped updates (:func:`jaxsafety.rl.make_ppo_update`); the meta-policy is a Gaussian over
+    the shaper's logits (state-independent learned log-std starting at ``init_log_std``) with a separate critic."""
 
     iterations: int = 100
     num_trials: int = 16
-    update_epochs: int = 4
-    num_minibatches: int = 4
-    gamma: float = 0.99  # discount over meta-steps
-    gae_lambda: float = 0.95
-    clip_eps: float = 0.2
     ent_coef: float = 0.0
-    vf_coef: float = 0.5
     lr: float = 1e-3
-    max_grad_norm: float = 0.5
     init_log_std: float = 0.0
 
     def __post_init__(self) -> None:
-        for f in ("iterations", "num_trials", "update_epochs", "num_minibatches"):
+        for f in ("iterations", "num_trials"):
             check_range(f, getattr(self, f), ge=1, integer=True)
-        check_range("gamma", self.gamma, ge=0, le=1)
-        check_range("gae_lambda", self.gae_lambda, ge=0, le=1)
-        check_range("clip_eps", self.clip_eps, gt=0)
-        check_range("lr", self.lr, gt=0)
-        check_range("max_grad_norm", self.max_grad_norm, gt=0)
+        super().__post_init__()
 
 
 def make_mfos_ppo(
@@ -220,7 +208,7 @@ def make_mfos_ppo(
         )
 
     graphdef, _ = nnx.split(new_model(jax.random.key(0)))
-    tx = optax.chain(optax.clip_by_global_norm(ppo.max_grad_norm), optax.adam(ppo.lr, eps=1e-5))
+    tx = ppo.optimizer(ppo.iterations)
 
     def forward(params: nnx.State, obs: jax.Array) -> tuple[Any, jax.Array]:
         return nnx.merge(graphdef, params)(obs)
@@ -249,20 +237,11 @@ def make_mfos_ppo(
 
         return jax.vmap(one_trial)(inits, noise)
 
-    def loss_fn(p: nnx.State, mb: dict[str, jax.Array]) -> tuple[jax.Array, dict[str, jax.Array]]:
+    def apply(p: nnx.State, mb: dict[str, jax.Array]) -> tuple[jax.Array, jax.Array, jax.Array]:
         dist, value = forward(p, mb["obs"])
-        logp = dist.log_prob(mb["action"])
-        adv = losses.normalize_advantages(mb["adv"])
-        pg = losses.clipped_policy_loss(logp, mb["logp"], adv, ppo.clip_eps)
-        vl = losses.clipped_value_loss(value, mb["value"], mb["ret"], ppo.clip_eps)
-        ent = dist.entropy().mean()
-        return pg + ppo.vf_coef * vl - ppo.ent_coef * ent, {
-            "policy_loss": pg,
-            "value_loss": vl,
-            "approx_kl": losses.approx_kl_k3(logp, mb["logp"]),
-        }
+        return dist.log_prob(mb["action"]), dist.entropy(), value
 
-    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+    ppo_update = make_ppo_update(apply, tx, ppo)
 
     def update_seat(p: nnx.State, opt: Any, data: dict[str, jax.Array], key: jax.Array) -> tuple:
         """PPO epochs for one seat on ``data`` leaves ``[B, T, ...]``."""
@@ -287,20 +266,8 @@ def make_mfos_ppo(
             "ret": ret.T.reshape(batch),
         }
 
-        def epoch(carry: tuple, key: jax.Array) -> tuple[tuple, dict]:
-            perm = jax.random.permutation(key, batch)
-            mbs = jax.tree.map(lambda x: x[perm].reshape(ppo.num_minibatches, -1, *x.shape[1:]), flat)
-
-            def minibatch(carry: tuple, mb: dict[str, jax.Array]) -> tuple[tuple, dict]:
-                p, opt = carry
-                (_, aux), g = grad_fn(p, mb)
-                upd, opt = tx.update(g, opt, p)
-                return (optax.apply_updates(p, upd), opt), aux
-
-            return jax.lax.scan(minibatch, carry, mbs)
-
-        (p, opt), aux = jax.lax.scan(epoch, (p, opt), jax.random.split(key, ppo.update_epochs))
-        return p, opt, jax.tree.map(jnp.mean, aux)
+        p, opt, metrics = ppo_update(p, opt, flat, key)
+        return p, opt, {k: metrics[k] for k in ("policy_loss", "value_loss", "approx_kl")}
 
     def iteration(carry: tuple, key: jax.Array) -> tuple[tuple, dict[str, jax.Array]]:
         params, opt = carry
@@ -320,4 +287,5 @@ def make_mfos_ppo(
         )
         return params, metrics
 
+    train.ppo_update = update_seat  # type: ignore[attr-defined]  # one seat's update on its trials
     return train, graphdef

@@ -25,14 +25,13 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from flax import nnx
 
 from envs.tensor_game import TensorGame, TensorGameParams
 from jaxsafety.config import check, check_choice, check_range
-from jaxsafety.rl import losses
 from jaxsafety.rl.gae import gae_advantages
 from jaxsafety.rl.networks import ActorCritic, GRUActorCritic
+from jaxsafety.rl.update import PPOHyperparams, make_ppo_update
 from jaxsafety.shaping.es import ESConfig, make_es_train
 
 __all__ = ["NaivePPOConfig", "SampledGameConfig", "make_sampled_trial", "make_shaper_es"]
@@ -41,34 +40,24 @@ NETWORKS = ("gru", "mlp")
 
 
 @dataclasses.dataclass(frozen=True)
-class NaivePPOConfig:
-    """The PPO naive learners (Pax's Leading-the-Pack settings by default). ``network``: ``gru``
-    (:class:`jaxsafety.rl.GRUActorCritic`, hidden state reset every episode, minibatches of whole episodes
-    back-propagated through time) or ``mlp`` (:class:`jaxsafety.rl.ActorCritic` on the one-hot last joint action,
-    i.e. a memory-one policy, evaluated on the whole minibatch at once with no recurrence: cheaper on CPU)."""
+class NaivePPOConfig(PPOHyperparams):
+    """The PPO naive learners (Pax's Leading-the-Pack settings by default; the PPO fields come from
+    :class:`~jaxsafety.rl.update.PPOHyperparams`). ``network``: ``gru`` (:class:`jaxsafety.rl.GRUActorCritic`,
+    hidden state reset every episode, minibatches of whole episodes back-propagated through time) or ``mlp``
+    (:class:`jaxsafety.rl.ActorCritic` on the one-hot last joint action, i.e. a memory-one policy, evaluated on the
+    whole minibatch at once with no recurrence: cheaper on CPU)."""
 
     network: str = "gru"
     hidden: int = 16
     lr: float = 3e-4
-    update_epochs: int = 4
     num_minibatches: int = 2  # over envs (whole episodes per minibatch, back-propagated through time)
     gamma: float = 0.96
-    gae_lambda: float = 0.95
-    clip_eps: float = 0.2
     ent_coef: float = 0.1
-    vf_coef: float = 0.5
-    max_grad_norm: float = 0.5
 
     def __post_init__(self) -> None:
         check_choice("network", self.network, NETWORKS)
-        for f in ("hidden", "update_epochs", "num_minibatches"):
-            check_range(f, getattr(self, f), ge=1, integer=True)
-        check_range("lr", self.lr, gt=0)
-        check_range("gamma", self.gamma, ge=0, le=1)
-        check_range("gae_lambda", self.gae_lambda, ge=0, le=1)
-        check_range("clip_eps", self.clip_eps, gt=0)
-        check_range("ent_coef", self.ent_coef, ge=0)
-        check_range("max_grad_norm", self.max_grad_norm, gt=0)
+        check_range("hidden", self.hidden, ge=1, integer=True)
+        super().__post_init__()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,10 +124,9 @@ def make_sampled_trial(
 
     naive_gd, _ = nnx.split(naive_model(jax.random.key(0)))
     shaper_gd, shaper_p0 = nnx.split(shaper_model(jax.random.key(0)))
-    tx = optax.chain(optax.clip_by_global_norm(nv.max_grad_norm), optax.adam(nv.lr, eps=1e-5))
+    tx = nv.optimizer(cfg.num_episodes)
     v_reset = jax.vmap(env.reset, in_axes=(None, None), axis_size=e)
     v_step = jax.vmap(env.step, in_axes=(None, 0, 0, None))
-    mb_envs = e // nv.num_minibatches
 
     def seats_step(graphdef: nnx.GraphDef, params: nnx.State, h: jax.Array, obs: jax.Array) -> tuple:
         """One step of every seat in a group (vmapped over seats): ``h [G, E, H]``, ``obs [G, E, S]``."""
@@ -161,6 +149,13 @@ def make_sampled_trial(
             return dist, value
         return model(obs)
 
+    def apply(p: nnx.State, mb: dict[str, jax.Array]) -> tuple[jax.Array, jax.Array, jax.Array]:
+        dist, value = naive_sequence(p, mb["obs"])
+        return dist.log_prob(mb["action"]), dist.entropy(), value
+
+    # minibatches of whole episodes: leaves are [T, E, ...], permuted and split along the env axis
+    naive_update = make_ppo_update(apply, tx, nv, minibatch_axis=1)
+
     def ppo_update(p: nnx.State, opt: Any, data: dict[str, jax.Array], key: jax.Array) -> tuple:
         """One naive seat's PPO update on its episode (leaves ``[T, E, ...]``)."""
         next_values = jnp.concatenate([data["value"][1:], jnp.zeros_like(data["value"][:1])])
@@ -168,29 +163,7 @@ def make_sampled_trial(
         adv, ret = gae_advantages(
             data["reward"], data["value"], next_values, done, done, gamma=nv.gamma, lam=nv.gae_lambda
         )
-        data = {**data, "adv": adv, "ret": ret}
-
-        def loss_fn(p: nnx.State, mb: dict[str, jax.Array]) -> jax.Array:
-            dist, value = naive_sequence(p, mb["obs"])
-            logp = dist.log_prob(mb["action"])
-            adv = losses.normalize_advantages(mb["adv"])
-            pg = losses.clipped_policy_loss(logp, mb["logp"], adv, nv.clip_eps)
-            vl = losses.clipped_value_loss(value, mb["value"], mb["ret"], nv.clip_eps)
-            return pg + nv.vf_coef * vl - nv.ent_coef * dist.entropy().mean()
-
-        def epoch(carry: tuple, key: jax.Array) -> tuple[tuple, None]:
-            perm = jax.random.permutation(key, e).reshape(nv.num_minibatches, mb_envs)
-
-            def minibatch(carry: tuple, idx: jax.Array) -> tuple[tuple, None]:
-                p, opt = carry
-                mb = jax.tree.map(lambda x: x[:, idx], data)
-                g = jax.grad(loss_fn)(p, mb)
-                upd, opt = tx.update(g, opt, p)
-                return (optax.apply_updates(p, upd), opt), None
-
-            return jax.lax.scan(minibatch, carry, perm)[0], None
-
-        (p, opt), _ = jax.lax.scan(epoch, (p, opt), jax.random.split(key, nv.update_epochs))
+        p, opt, _ = naive_update(p, opt, {**data, "adv": adv, "ret": ret}, key)
         return p, opt
 
     def trial(shaper_params: nnx.State | None, key: jax.Array) -> dict[str, jax.Array]:
@@ -243,6 +216,7 @@ def make_sampled_trial(
         )
         return stats
 
+    trial.ppo_update = ppo_update  # type: ignore[attr-defined]  # one naive seat's update on its episode
     return trial, shaper_gd, shaper_p0
 
 
