@@ -115,8 +115,9 @@ def action_codes(key: jax.Array, length: int, batch: int, num_players: int) -> j
 
 
 def make_tensor_rollout(num_players: int, batch: int, length: int, unroll: int = 1):
-    """Jitted ``rollout(key) -> (obs_sum [N, 2^N + 1], reward_sum [N])`` of ``batch`` IPD envs for ``length``
-    steps with uniformly random actions.
+    """Jitted ``rollout(key, codes=None) -> (obs_sum [N, 2^N + 1], reward_sum [N])`` of ``batch`` IPD envs for
+    ``length`` steps with uniformly random actions: ``codes`` ``[length, batch]`` are the action codes (player
+    ``j``'s action is bit ``j``), by default drawn in-graph from ``key`` by :func:`action_codes` (the timed call).
 
     The scan carries per-env sums of the observations (flattened, ``[batch, N (2^N + 1)]``) and rewards: an
     elementwise add of every observation element every step, which XLA fuses with the observation's computation,
@@ -129,9 +130,10 @@ def make_tensor_rollout(num_players: int, batch: int, length: int, unroll: int =
     step = jax.vmap(env.step, in_axes=(None, 0, 0, None))
     width = num_players * env.num_states
 
-    def rollout(key):
+    def rollout(key, codes=None):
         _, state = jax.vmap(lambda _: env.reset(key, params))(jnp.arange(batch))
-        codes = action_codes(key, length, batch, num_players)
+        if codes is None:
+            codes = action_codes(key, length, batch, num_players)
         player_bit = jnp.arange(num_players, dtype=codes.dtype)
 
         def body(carry, code):
@@ -150,7 +152,9 @@ def make_tensor_rollout(num_players: int, batch: int, length: int, unroll: int =
 class NumpyTensorGame:
     """The same batched IPD tensor game in vectorised numpy (the peer): ``rollout()`` steps ``batch`` envs
     ``length`` times with random actions and returns the reward sum ``[N]``; observations are written to a
-    preallocated ``[batch, N, 2^N + 1]`` float32 buffer every step.
+    preallocated ``[batch, N, 2^N + 1]`` float32 buffer every step. ``rollout(codes, trace)`` plays given action
+    codes ``[length, batch]`` (as :func:`make_tensor_rollout`) and appends every step's ``(observations
+    [batch, N, 2^N + 1], rewards [N, batch])`` to the list ``trace`` (copies), for the tests.
 
     Per-player arrays are player-major (``[N, batch]``: each player's row is contiguous, and sums over players are
     ``N - 1`` vector adds instead of a reduction over a short inner axis), in int32, and the one-hot is a zero fill
@@ -172,10 +176,13 @@ class NumpyTensorGame:
         self.row = ((np.arange(batch)[None, :] * n + np.arange(n)[:, None]) * (2**n + 1)).astype(np.int64)
         self.rng = np.random.default_rng(0)
 
-    def rollout(self) -> np.ndarray:
+    def rollout(self, codes: np.ndarray | None = None, trace: list | None = None) -> np.ndarray:
         n, batch = self.n, self.batch
         dtype = np.uint8 if n <= 8 else np.uint16
-        bits = self.rng.integers(0, 2**n, size=(self.length, batch), dtype=dtype)
+        if codes is None:
+            bits = self.rng.integers(0, 2**n, size=(self.length, batch), dtype=dtype)
+        else:
+            bits = np.asarray(codes, dtype).reshape(self.length, batch)
         t = np.zeros(batch, np.int32)
         rew_sum = np.zeros(n, np.float32)
         flat = self.obs.reshape(-1)
@@ -192,6 +199,8 @@ class NumpyTensorGame:
             self.obs.fill(0.0)
             flat[self.row + ego] = 1.0
             rew_sum += np.add.reduce(rewards, axis=1)
+            if trace is not None:
+                trace.append((self.obs.copy(), rewards.copy()))
         return rew_sum
 
 

@@ -5,6 +5,7 @@ input checks."""
 
 from __future__ import annotations
 
+import choix
 import jax
 import numpy as np
 import pytest
@@ -19,8 +20,6 @@ from jaxsafety.judges.bradley_terry import (
     win_matrix,
     win_probability,
 )
-
-choix = pytest.importorskip("choix")
 
 N_MODELS = 12
 N_COMPARISONS = 1500  # one comparison count (and so one compilation per solver) for most tests below

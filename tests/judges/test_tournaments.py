@@ -42,15 +42,6 @@ def _local_bradley_terry(comparisons: Comparisons, num_models: int) -> np.ndarra
     return optimize.minimize(loss, np.zeros(num_models), jac=True, method="L-BFGS-B").x
 
 
-def _aggregate():
-    """The library's Bradley-Terry fit when its module exists, else the local one."""
-    try:
-        import jaxsafety.judges.bradley_terry  # noqa: F401
-    except ImportError:
-        return _local_bradley_terry
-    return bradley_terry_aggregate
-
-
 N_MODELS, N_INSTR = 8, 12  # most tests share one judge shape, so the simulator compiles once
 
 
@@ -110,7 +101,7 @@ def test_swim_is_deterministic_and_refits_scores():
     # Instructions within one match are distinct (drawn without replacement).
     per_match = first.comparisons.instruction.reshape(first.num_matches, 2, 3)[:, 0]
     assert all(len(set(row)) == 3 for row in per_match.tolist())
-    refit = swim_tournament(judge, N_MODELS, N_INSTR, key=KEY, repeats=3, aggregate=_aggregate())
+    refit = swim_tournament(judge, N_MODELS, N_INSTR, key=KEY, repeats=3, aggregate=bradley_terry_aggregate)
     assert rank_correlations(refit.scores, judge.skill).spearman > 0.9
     assert rank_correlations(first.scores, judge.skill).spearman > 0.9
 
@@ -118,18 +109,16 @@ def test_swim_is_deterministic_and_refits_scores():
 def test_round_robin_recovers_latent_order_of_transitive_judge():
     skill = np.linspace(-2.0, 2.0, N_MODELS)[np.random.default_rng(0).permutation(N_MODELS)]
     judge = make_simulated_judge(KEY, N_MODELS, N_INSTR, skill=skill, noise=0.5, position_bias=0.5)
-    result = round_robin_tournament(judge, N_MODELS, N_INSTR, aggregate=_aggregate())
+    result = round_robin_tournament(judge, N_MODELS, N_INSTR)
     np.testing.assert_array_equal(result.ranking, judge.true_ranking())
     assert result.num_matches == 28 * N_INSTR and result.num_calls == 2 * 28 * N_INSTR
     assert not result.exhausted
 
-    truncated = round_robin_tournament(
-        judge, N_MODELS, N_INSTR, aggregate=_aggregate(), budget=28 * 2 * 4 + 10
-    )
+    truncated = round_robin_tournament(judge, N_MODELS, N_INSTR, budget=28 * 2 * 4 + 10)
     assert truncated.exhausted and truncated.num_calls == 28 * 2 * 4
     assert set(truncated.comparisons.instruction.tolist()) == {0, 1, 2, 3}
     with pytest.raises(ConfigError, match="budget=55"):
-        round_robin_tournament(judge, N_MODELS, N_INSTR, aggregate=_aggregate(), budget=55)
+        round_robin_tournament(judge, N_MODELS, N_INSTR, budget=55)
 
 
 def _baseline_orders(judge, num_models, num_instructions):
@@ -160,7 +149,7 @@ def test_baseline_dependence_appears_only_for_non_transitive_judge():
     assert disagreements >= 5
     assert len({order[0] for order in orders}) >= 2  # the "best model" itself depends on the baseline
     # Round robin + BT does not depend on any baseline, and still tracks the skills roughly.
-    rr = round_robin_tournament(cyclic, n, num_i, aggregate=_aggregate())
+    rr = round_robin_tournament(cyclic, n, num_i)
     assert sorted(rr.ranking.tolist()) == list(range(n))
 
 
@@ -192,9 +181,9 @@ def test_cache_counts_judge_calls():
         return judge(instruction, first, second)
 
     cached = CachedJudge(counting)
-    first = round_robin_tournament(cached, n, num_i, aggregate=_local_bradley_terry)
+    first = round_robin_tournament(cached, n, num_i)
     assert cached.num_calls == cached.num_requests == 15 * 4 * 2 == len(seen) == len(set(seen))
-    second = round_robin_tournament(cached, n, num_i, aggregate=_local_bradley_terry)
+    second = round_robin_tournament(cached, n, num_i)
     assert cached.num_calls == 120 and cached.num_requests == 240 and cached.num_hits == 120
     np.testing.assert_array_equal(first.ranking, second.ranking)
     baseline_tournament(cached, n, num_i, baseline=0)  # a subset of the round robin's comparisons
@@ -223,8 +212,8 @@ def test_string_judge_adapter_matches_batched_judge():
     with pytest.raises(ConfigError, match="response_a"):
         judge.judge("instr_1", "gpt", "model_2/instr_1")
     # The cached string judge drives a tournament like the batched one.
-    rr_str = round_robin_tournament(CachedJudge(adapter), N_MODELS, 3, aggregate=_local_bradley_terry)
-    rr_arr = round_robin_tournament(judge, N_MODELS, 3, aggregate=_local_bradley_terry)
+    rr_str = round_robin_tournament(CachedJudge(adapter), N_MODELS, 3)
+    rr_arr = round_robin_tournament(judge, N_MODELS, 3)
     np.testing.assert_allclose(rr_str.scores, rr_arr.scores)
 
 
@@ -252,7 +241,7 @@ def test_simulated_judge_structure():
 
 
 def test_default_aggregate_agrees_with_independent_fit():
-    pytest.importorskip("jaxsafety.judges.bradley_terry")
+    # The default aggregate (the library's Bradley-Terry fit) against a scipy L-BFGS-B fit written here.
     judge = make_simulated_judge(KEY, N_MODELS, N_INSTR, skill_scale=1.0, noise=0.5)
     result = round_robin_tournament(judge, N_MODELS, N_INSTR)  # default: bradley_terry_aggregate
     local = _local_bradley_terry(result.comparisons, N_MODELS)

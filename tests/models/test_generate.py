@@ -280,8 +280,9 @@ def test_per_row_edits_in_generate_equal_each_row_alone(llama, prompts):
 @pytest.fixture(scope="module")
 def hf_models(tmp_path_factory):
     """Tiny random HF models with the fixtures' configs (so the jitted decode loop is shared), saved to disk."""
-    torch = pytest.importorskip("torch")
-    transformers = pytest.importorskip("transformers")
+    import torch
+    import transformers
+
     torch.manual_seed(0)
     gpt2 = transformers.GPT2LMHeadModel(
         transformers.GPT2Config(

@@ -15,17 +15,15 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import torch
+import transformers
 from flax import nnx
+from safetensors.numpy import load_file, save_file
 
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
-
-from safetensors.numpy import load_file, save_file  # noqa: E402
-
-from jaxsafety.models.gpt2 import GPT2, GPT2Config  # noqa: E402
-from jaxsafety.models.heads import ScoreModel  # noqa: E402
-from jaxsafety.models.hf import config_from_hf, config_to_hf, from_hf, param_dict, to_hf  # noqa: E402
-from jaxsafety.models.llama import Llama, LlamaConfig, RopeScaling  # noqa: E402
+from jaxsafety.models.gpt2 import GPT2, GPT2Config
+from jaxsafety.models.heads import ScoreModel
+from jaxsafety.models.hf import config_from_hf, config_to_hf, from_hf, param_dict, to_hf
+from jaxsafety.models.llama import Llama, LlamaConfig, RopeScaling
 
 ATOL = 1e-4
 V = 128

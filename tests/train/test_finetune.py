@@ -192,8 +192,9 @@ def test_frozen_parameters_are_bit_identical_after_training():
 
 
 def test_lora_trains_only_adapters_and_exports_merged(tmp_path):
-    torch = pytest.importorskip("torch")
-    transformers = pytest.importorskip("transformers")
+    import torch
+    import transformers
+
     cfg = LlamaConfig(vocab_size=V, max_seq_len=12, d_model=16, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=24)
     model = Llama(cfg, rngs=nnx.Rngs(0))
     before = _np_params(model)
