@@ -7,7 +7,8 @@ failure rate falls exponentially in the number of attempts ``k``, ``1 - pass_i@k
 so ``b = alpha``, which a fit of the distribution to per-problem counts estimates with far less compute than a fit
 of the aggregate curve.
 
-- :mod:`~jaxsafety.scaling.passk`: the unbiased ``pass@k`` estimator, its aggregate, the least-squares power law.
+- :mod:`~jaxsafety.scaling.passk`: the unbiased ``pass@k`` estimator, its aggregate, the least-squares power law
+  and its bootstrap over problems.
 - :mod:`~jaxsafety.scaling.distributions`: Beta / Kumaraswamy (scaled or not) likelihoods of per-problem counts
   (binomial mixture and discretised) and the predicted ``pass@k`` curve.
 - :mod:`~jaxsafety.scaling.fit`: MLE, bootstrap, and the attempts-per-problem budget for a target precision.
@@ -25,8 +26,10 @@ from jaxsafety.scaling.chinchilla import (
     ChinchillaBootstrap,
     ChinchillaFit,
     ChinchillaParams,
+    PowerLawBootstrap,
     PowerLawOffset,
     bootstrap_chinchilla,
+    bootstrap_power_law_offset,
     compute_optimal,
     fit_chinchilla,
     fit_power_law_offset,
@@ -51,7 +54,13 @@ from jaxsafety.scaling.fit import (
     fit_distribution,
     samples_for_exponent_tolerance,
 )
-from jaxsafety.scaling.passk import aggregate_pass_at_k, fit_power_law_lsq, neg_log_pass_at_k, pass_at_k
+from jaxsafety.scaling.passk import (
+    aggregate_pass_at_k,
+    bootstrap_power_law_lsq,
+    fit_power_law_lsq,
+    neg_log_pass_at_k,
+    pass_at_k,
+)
 from jaxsafety.scaling.simulate import exponent_estimates, simulate_counts
 
 __all__ = [
@@ -62,12 +71,15 @@ __all__ = [
     "DistributionParams",
     "FitResult",
     "PassAtKCurve",
+    "PowerLawBootstrap",
     "PowerLawOffset",
     "SampleBudget",
     "aggregate_pass_at_k",
     "beta_binomial_logpmf",
     "bootstrap_chinchilla",
     "bootstrap_fit",
+    "bootstrap_power_law_lsq",
+    "bootstrap_power_law_offset",
     "compute_optimal",
     "discretized_log_likelihood",
     "exponent_estimates",

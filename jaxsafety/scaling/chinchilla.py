@@ -19,7 +19,8 @@ is ``r^2 / 2`` for ``|r| <= delta`` and ``delta (|r| - delta / 2)`` beyond (``sc
   from the ``num_starts`` best grid points only (tested to reach the full grid's optimum on the original data).
 - :func:`compute_optimal`: ``argmin L(N, D)`` subject to ``6 N D = C``, in closed form.
 - :func:`fit_power_law_offset`: ``L(C) = a C^-b + c`` fitted the same way (``log L = LSE(log a - b log C,
-  log c)``, summed Huber, multi-start L-BFGS).
+  log c)``, summed Huber, multi-start L-BFGS); :func:`bootstrap_power_law_offset` refits it on resamples, all
+  resamples and starts in one jitted vmap.
 
 Optimiser (:func:`_lbfgs`). optax's ``lbfgs`` (zoom line search, ``value_and_grad_from_state``) in a
 ``while_loop``, vmapped over the 4500 starts, took 330 s per fit of 200 points on 2 busy CPU cores: its nested
@@ -68,8 +69,10 @@ __all__ = [
     "ChinchillaBootstrap",
     "ChinchillaFit",
     "ChinchillaParams",
+    "PowerLawBootstrap",
     "PowerLawOffset",
     "bootstrap_chinchilla",
+    "bootstrap_power_law_offset",
     "compute_optimal",
     "fit_chinchilla",
     "fit_power_law_offset",
@@ -159,6 +162,20 @@ class PowerLawOffset(NamedTuple):
     def predict_loss(self, C: jax.Array) -> jax.Array:
         """``a C^-b + c``, broadcasting ``C`` against the fields."""
         return self.a * jnp.asarray(C) ** -self.b + self.c
+
+
+class PowerLawBootstrap(NamedTuple):
+    """:func:`bootstrap_power_law_offset`: one fit per resample (fields ``[R]``). ``params``: the
+    :class:`PowerLawOffset` of the best start; ``objective``: the summed Huber loss there; ``converged``: its
+    gradient test (as in :class:`ChinchillaFit`); ``identifiable``: the resample holds at least 3 distinct compute
+    values (with fewer the three parameters are not determined; such fits are not to be used); ``counts``
+    ``[R, P]``: how often each data point was drawn (the resample, as the objective's point weights)."""
+
+    params: PowerLawOffset
+    objective: jax.Array
+    converged: jax.Array
+    identifiable: jax.Array
+    counts: jax.Array
 
 
 def predict_loss(params: ChinchillaParams, N: jax.Array, D: jax.Array) -> jax.Array:
@@ -630,17 +647,94 @@ def compute_optimal(params: ChinchillaParams, C: jax.Array) -> tuple[jax.Array, 
         return n_opt, d_opt, predict_loss(p, n_opt, d_opt)
 
 
-@functools.partial(jax.jit, static_argnames=("max_iter",), compiler_options=_JIT_OPTIONS)
-def _fit_power_law_core(starts, log_c, log_loss, weights, center, delta, gtol, *, max_iter):
-    # optimiser coordinates (log a - b m_C, b, log c), as for Chinchilla (module docstring)
-    starts = starts.at[:, 0].add(-starts[:, 1] * center)
+def _power_law_lanes(starts, log_c, log_loss, weights, delta, gtol, max_iter) -> _Lanes:
+    """The best of L-BFGS from every start (already in the optimiser's coordinates) for one weighting."""
 
     def vg(theta):
         return _power_law_value_and_grad(theta, log_c, log_loss, weights, delta)
 
-    best = _best(jax.vmap(lambda x0: _lbfgs(vg, x0, max_iter=max_iter, gtol=gtol))(starts))
-    b = best.x[1]
-    return PowerLawOffset(a=jnp.exp(best.x[0] + b * center), b=b, c=jnp.exp(best.x[2])), best.f
+    return _best(jax.vmap(lambda x0: _lbfgs(vg, x0, max_iter=max_iter, gtol=gtol))(starts))
+
+
+def _power_law_from(best: _Lanes, center: jax.Array) -> PowerLawOffset:
+    """Back from the optimiser's coordinates ``(log a - b m_C, b, log c)``."""
+    b = best.x[..., 1]
+    return PowerLawOffset(a=jnp.exp(best.x[..., 0] + b * center), b=b, c=jnp.exp(best.x[..., 2]))
+
+
+def _centered_power_law_starts(starts: jax.Array, center: jax.Array) -> jax.Array:
+    # optimiser coordinates (log a - b m_C, b, log c), as for Chinchilla (module docstring)
+    return starts.at[:, 0].add(-starts[:, 1] * center)
+
+
+@functools.partial(jax.jit, static_argnames=("max_iter",), compiler_options=_JIT_OPTIONS)
+def _fit_power_law_core(starts, log_c, log_loss, weights, center, delta, gtol, *, max_iter):
+    starts = _centered_power_law_starts(starts, center)
+    best = _power_law_lanes(starts, log_c, log_loss, weights, delta, gtol, max_iter)
+    return _power_law_from(best, center), best.f
+
+
+@functools.partial(
+    jax.jit, static_argnames=("num_resamples", "num_starts", "max_iter"), compiler_options=_JIT_OPTIONS
+)
+def _bootstrap_power_law_core(
+    key,
+    starts,
+    log_c,
+    log_loss,
+    weights,
+    num_points,
+    center,
+    delta,
+    gtol,
+    *,
+    num_resamples,
+    num_starts,
+    max_iter,
+):
+    starts = _centered_power_law_starts(starts, center)
+    size = log_c.shape[0]
+
+    def multiplicities(k):
+        idx = jax.random.randint(k, (size,), 0, num_points)  # only the first num_points draws count
+        return jnp.zeros(size, log_c.dtype).at[idx].add(weights)
+
+    w = jax.vmap(multiplicities)(jax.random.split(key, num_resamples))  # [R, P']
+    # as in _bootstrap_chinchilla_core: the objective at every grid point for every resample is one matrix
+    # product, and L-BFGS runs from each resample's num_starts best grid points only
+    r = jax.vmap(lambda th: _power_law_residual(th, log_c, log_loss)[0])(starts)  # [G, P']
+    huber = jnp.where(weights > 0, _huber(r, delta), 0.0)
+    grid_objective = w @ huber.T  # [R, G]
+    grid_objective = jnp.where(jnp.isfinite(grid_objective), grid_objective, jnp.inf)
+    _, top = jax.lax.top_k(-grid_objective, num_starts)  # [R, k]
+
+    def refit(top_starts, wr):
+        return _power_law_lanes(top_starts, log_c, log_loss, wr, delta, gtol, max_iter)
+
+    best = jax.vmap(refit)(starts[top], w)
+    # distinct compute values drawn: point i counts unless an earlier drawn point has the same value
+    drawn = w > 0
+    same_earlier = (log_c[:, None] == log_c[None, :]) & jnp.tri(size, k=-1, dtype=bool)  # [i, j]: j < i
+    repeat = jnp.any(same_earlier[None] & drawn[:, None, :], axis=-1)
+    distinct = jnp.sum(drawn & ~repeat, axis=-1)
+    return PowerLawBootstrap(
+        params=_power_law_from(best, center),
+        objective=best.f,
+        converged=best.converged,
+        identifiable=distinct >= 3,
+        counts=w,
+    )
+
+
+def _power_law_inputs(C, loss, grid) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float, int]:
+    """Checked grid ``[G, 3]`` and padded, centred ``log C``, ``log L``, weights (float64, numpy), the centre
+    and the number of data points."""
+    c_a, loss_a = _check_points({"C": C, "loss": loss}, _MIN_POINTS_POWER_LAW)
+    starts = _check_grid(grid, POWER_LAW_GRID)  # columns (log a, b, log c)
+    log_c = np.log(c_a)
+    center = float(log_c.mean())
+    (log_c, log_loss), weights = _pad([log_c - center, np.log(loss_a)])
+    return starts, log_c, log_loss, weights, center, c_a.shape[0]
 
 
 def fit_power_law_offset(
@@ -659,11 +753,7 @@ def fit_power_law_offset(
     ``C``, ``loss``: ``[P]``, ``P >= 5``, finite and ``> 0``. Returns the parameters and the objective there.
     """
     _check_fit_options(delta, max_iter, gtol)
-    c_a, loss_a = _check_points({"C": C, "loss": loss}, _MIN_POINTS_POWER_LAW)
-    starts = _check_grid(grid, POWER_LAW_GRID)  # columns (log a, b, log c)
-    log_c = np.log(c_a)
-    center = log_c.mean()
-    (log_c, log_loss), weights = _pad([log_c - center, np.log(loss_a)])
+    starts, log_c, log_loss, weights, center, num_points = _power_law_inputs(C, loss, grid)
     with jax.enable_x64():
         return _fit_power_law_core(
             jnp.asarray(starts),
@@ -672,6 +762,53 @@ def fit_power_law_offset(
             jnp.asarray(weights),
             jnp.asarray(center, jnp.float64),
             jnp.asarray(delta, jnp.float64),
-            jnp.asarray(_gtol_abs(gtol, delta, c_a.shape[0]), jnp.float64),
+            jnp.asarray(_gtol_abs(gtol, delta, num_points), jnp.float64),
             max_iter=max_iter,
         )
+
+
+def bootstrap_power_law_offset(
+    key: jax.Array,
+    C: jax.Array,
+    loss: jax.Array,
+    *,
+    num_resamples: int = 200,
+    delta: float = 1e-3,
+    max_iter: int = 100,
+    gtol: float = 1e-6,
+    grid: Mapping[str, object] | None = None,
+    num_starts: int = 8,
+) -> PowerLawBootstrap:
+    """Nonparametric bootstrap of :func:`fit_power_law_offset`: resample the ``P`` points with replacement
+    ``num_resamples`` times (``jax.random.randint`` under ``jax.random.split(key, num_resamples)``) and refit
+    each resample, all resamples in one jitted ``vmap``. A resample is a vector of multiplicities (the points'
+    weights in the summed Huber loss), so its objective at every grid point is one row of a matrix product, and
+    L-BFGS runs from the ``num_starts`` grid points with the lowest objective for that resample, as in
+    :func:`bootstrap_chinchilla` (a vmapped L-BFGS runs until its slowest lane is done: all 385 starts for each
+    of 200 resamples took longer than 200 separate fits). Resamples with fewer than 3 distinct ``C`` values are
+    flagged (``identifiable`` False); use the fits with ``identifiable & converged`` for intervals. Other
+    arguments as in :func:`fit_power_law_offset`; time and memory grow linearly in ``num_resamples``."""
+    _check_fit_options(delta, max_iter, gtol)
+    check_range("num_resamples", num_resamples, ge=1, integer=True)
+    check_range("num_starts", num_starts, ge=1, integer=True)
+    starts, log_c, log_loss, weights, center, num_points = _power_law_inputs(C, loss, grid)
+    if num_starts > starts.shape[0]:
+        raise ConfigError(
+            "num_starts", num_starts, f"integers <= the number of grid points ({starts.shape[0]})"
+        )
+    with jax.enable_x64():
+        boot = _bootstrap_power_law_core(
+            key,
+            jnp.asarray(starts),
+            jnp.asarray(log_c),
+            jnp.asarray(log_loss),
+            jnp.asarray(weights),
+            jnp.asarray(num_points),
+            jnp.asarray(center, jnp.float64),
+            jnp.asarray(delta, jnp.float64),
+            jnp.asarray(_gtol_abs(gtol, delta, num_points), jnp.float64),
+            num_resamples=num_resamples,
+            num_starts=num_starts,
+            max_iter=max_iter,
+        )
+    return boot._replace(counts=boot.counts[:, :num_points])  # without the padding

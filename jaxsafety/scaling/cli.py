@@ -11,55 +11,123 @@ Each command checks its arguments and its whole CSV first (errors name the file,
 then fits, prints a table, writes the JSON atomically (parameters under the papers' names, with 95% bootstrap
 intervals) and a PNG plot beside it (``--plot PATH`` to move it, ``--plot none`` for none). Compiled fits are kept
 in JAX's persistent compilation cache (``$JAXSAFETY_CACHE/xla``), so a second run skips most compilation.
+The commands are :func:`jaxsafety.config.run_subcommands` over the configs below (``--config FILE`` and
+``--print-config`` work as for every config).
 """
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from jaxsafety.config import ConfigError, check_range, format_number, print_table
-from jaxsafety.io import check_output_path
+from jaxsafety.config import (
+    ConfigError,
+    Subcommand,
+    check_range,
+    format_number,
+    option,
+    print_table,
+    run_subcommands,
+)
+from jaxsafety.io import check_output_path, save_figure, write_json_atomic
+from jaxsafety.scaling.io import PassKData, RunsData, read_curve_csv, read_passk_csv, read_runs_csv
 from jaxsafety.scaling.simulate import ESTIMATORS as PASSK_ESTIMATORS
 from jaxsafety.scaling.simulate import LEAST_SQUARES, lsq_budgets
 
-__all__ = ["PASSK_ESTIMATORS", "main"]
+__all__ = [
+    "PASSK_ESTIMATORS",
+    "FitChinchillaConfig",
+    "FitPassKConfig",
+    "FitPowerLawConfig",
+    "main",
+]
 
 DEFAULT_PASSK_ESTIMATORS = (LEAST_SQUARES, "beta_binomial", "scaled_beta_binomial")
+_ALL_ESTIMATORS = (LEAST_SQUARES, *PASSK_ESTIMATORS)
 
 
-def _parse_estimators(text: str) -> list[str]:
-    names = [s.strip() for s in text.split(",") if s.strip()]
-    if names == ["all"]:
-        return [LEAST_SQUARES, *PASSK_ESTIMATORS]
-    accepted = [LEAST_SQUARES, *PASSK_ESTIMATORS]
-    for name in names:
-        if name not in accepted:
-            raise ConfigError("estimators", name, "'all' or a comma-separated list of " + ", ".join(accepted))
-    if not names:
-        raise ConfigError("estimators", text, "'all' or a comma-separated list of " + ", ".join(accepted))
-    return list(dict.fromkeys(names))
+@dataclasses.dataclass(frozen=True)
+class _FitConfig:
+    """Arguments every command takes."""
+
+    input: Path = option(help="CSV file")
+    output: Path = option(help="JSON file to write (atomically)")
+    plot: str = option("auto", help="PNG path; auto: the output's path with .png; none: no plot")
+    bootstrap: int = option(200, help="bootstrap resamples for 95%% intervals (0: none)")
+    seed: int = option(0, help="seed of the bootstrap resamples")
+
+    def __post_init__(self) -> None:
+        check_range("bootstrap", self.bootstrap, ge=0, integer=True)
+        if self.bootstrap == 1:
+            raise ConfigError("bootstrap", 1, "0 (no intervals) or an integer >= 2")
+        check_range("seed", self.seed, ge=0, integer=True)
+        check_output_path("output", self.output, ".json")
+        if self.plot not in ("auto", "none"):
+            check_output_path("plot", self.plot, ".png")
+
+    @property
+    def plot_path(self) -> Path | None:
+        if self.plot == "auto":
+            return Path(self.output).with_suffix(".png")
+        return None if self.plot == "none" else Path(self.plot)
 
 
-def _plot_path(args: argparse.Namespace) -> Path | None:
-    if args.plot is None:
-        return Path(args.output).with_suffix(".png")
-    return None if args.plot.lower() == "none" else Path(args.plot)
+@dataclasses.dataclass(frozen=True)
+class FitPassKConfig(_FitConfig):
+    """``fit-passk``: power law of ``-log pass@k`` from per-problem sample counts."""
+
+    input: Path = option(
+        help="CSV with columns problem_id,attempts,successes (or problem_id,success: one row per attempt)"
+    )
+    estimators: str = option(
+        ",".join(DEFAULT_PASSK_ESTIMATORS),
+        help="'all' or a comma-separated subset of: " + ", ".join(_ALL_ESTIMATORS),
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.estimator_names  # noqa: B018 (checks the names)
+
+    @property
+    def estimator_names(self) -> list[str]:
+        """The estimators to fit, in the order given (``all``: every one)."""
+        names = [s.strip() for s in self.estimators.split(",") if s.strip()]
+        if names == ["all"]:
+            return list(_ALL_ESTIMATORS)
+        accepted = "'all' or a comma-separated list of " + ", ".join(_ALL_ESTIMATORS)
+        for name in names:
+            if name not in _ALL_ESTIMATORS:
+                raise ConfigError("estimators", name, accepted)
+        if not names:
+            raise ConfigError("estimators", self.estimators, accepted)
+        return list(dict.fromkeys(names))
 
 
-def _check_common(args: argparse.Namespace) -> None:
-    check_range("bootstrap", args.bootstrap, ge=0, integer=True)
-    if args.bootstrap == 1:
-        raise ConfigError("bootstrap", 1, "0 (no intervals) or an integer >= 2")
-    check_output_path("output", args.output, ".json")
+@dataclasses.dataclass(frozen=True)
+class FitChinchillaConfig(_FitConfig):
+    """``fit-chinchilla``: Chinchilla approach 3, ``L(N, D) = E + A/N^alpha + B/D^beta``."""
+
+    input: Path = option(help="CSV with columns params,tokens,loss")
 
 
-def _ci(x: np.ndarray, ok: np.ndarray | None = None) -> list[float] | None:
+@dataclasses.dataclass(frozen=True)
+class FitPowerLawConfig(_FitConfig):
+    """``fit-power-law``: power law with offset, ``L(C) = a C^-b + c``."""
+
+    input: Path = option(help="CSV with columns compute,loss")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# output helpers
+
+
+def _ci(x: Any, ok: Any = None) -> list[float] | None:
+    """95% percentile interval of the finite entries of ``x`` (where ``ok``), None with fewer than 2."""
     x = np.asarray(x, dtype=np.float64)
     if ok is not None:
         x = x[np.asarray(ok, bool)]
@@ -73,16 +141,46 @@ def _fmt_ci(ci: list[float] | None) -> str:
     return "-" if ci is None else f"[{ci[0]:.4g}, {ci[1]:.4g}]"
 
 
+def _bootstrap_info(cfg: _FitConfig) -> dict[str, Any]:
+    return {"num_resamples": cfg.bootstrap, "seed": cfg.seed, "interval": "percentile, 95%"}
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _finish(cfg: _FitConfig, result: dict[str, Any], plot: Callable[[], Any]) -> None:
+    """The common end: the figure ``plot()`` draws saved as PNG (unless ``--plot none``), then the JSON."""
+    path = cfg.plot_path
+    if path is not None:
+        save_figure(plot(), path)
+        result["plot"] = str(path)
+    write_json_atomic(cfg.output, result)
+    print(f"wrote {cfg.output}" + (f" and {path}" if path is not None else ""))
+
+
+def _start_jax() -> Any:
+    """JAX with the persistent compilation cache on (imported only once the inputs are checked)."""
+    import jax
+
+    from jaxsafety.xla_flags import enable_compilation_cache
+
+    enable_compilation_cache()
+    return jax
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # fit-passk
 
 
-def _lsq_fits(key: Any, n: np.ndarray, c: np.ndarray, ks: np.ndarray, num_resamples: int) -> dict[str, Any]:
-    """Least-squares power law of the aggregate ``-log pass@k``, with a bootstrap over problems."""
-    import jax
-    import jax.numpy as jnp
-
-    from jaxsafety.scaling.passk import fit_power_law_lsq, neg_log_pass_at_k, neg_log_pass_at_k_unchecked
+def _lsq_fit(key: Any, n: np.ndarray, c: np.ndarray, ks: np.ndarray, num_resamples: int) -> dict[str, Any]:
+    """Least-squares power law of the aggregate ``-log pass@k`` with a bootstrap over problems."""
+    from jaxsafety.scaling.passk import bootstrap_power_law_lsq, fit_power_law_lsq, neg_log_pass_at_k
 
     y = np.asarray(neg_log_pass_at_k(n, c, ks))
     a, b = (float(v) for v in fit_power_law_lsq(ks, y))
@@ -94,17 +192,7 @@ def _lsq_fits(key: Any, n: np.ndarray, c: np.ndarray, ks: np.ndarray, num_resamp
         "num_budgets_fitted": int(np.sum(y > 0)),
     }
     if num_resamples:
-        nf, cf, kf = (jnp.asarray(v, jnp.float32) for v in (n, c, ks))
-
-        @jax.jit
-        def boot(keys: jax.Array) -> tuple[jax.Array, jax.Array]:
-            def one(k: jax.Array) -> tuple[jax.Array, jax.Array]:
-                idx = jax.random.randint(k, (n.shape[0],), 0, n.shape[0])
-                return fit_power_law_lsq(kf, neg_log_pass_at_k_unchecked(nf[idx], cf[idx], kf))
-
-            return jax.vmap(one)(keys)
-
-        aa, bb = boot(jax.random.split(key, num_resamples))
+        aa, bb = bootstrap_power_law_lsq(key, n, c, ks, num_resamples=num_resamples)
         out["ci95"] = {"a": _ci(aa), "b": _ci(bb)}
         out["exponent_ci95"] = out["ci95"]["b"]
     return out
@@ -151,14 +239,10 @@ def _distribution_fit(
     return out
 
 
-def _passk_plot(path: Path, result: dict[str, Any]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def _passk_figure(result: dict[str, Any], n: np.ndarray, c: np.ndarray) -> Any:
     from scipy import stats
 
-    n, c = result["_data"]
+    plt = _pyplot()
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
     ks = np.asarray(result["ks"])
     y = np.asarray(result["neg_log_pass_at_k"])
@@ -178,8 +262,7 @@ def _passk_plot(path: Path, result: dict[str, Any]) -> None:
     ax.set_title("aggregate -log pass@k (right of the grey line: extrapolated)")
     ax.legend(fontsize=7)
 
-    rates = c / n
-    ax2.hist(rates, bins=40, range=(0, 1), density=True, color="0.8", label="per-problem c/n")
+    ax2.hist(c / n, bins=40, range=(0, 1), density=True, color="0.8", label="per-problem c/n")
     grid = np.linspace(1e-4, 1 - 1e-4, 400)
     for name, est in result["estimators"].items():
         if name == LEAST_SQUARES:
@@ -187,10 +270,10 @@ def _passk_plot(path: Path, result: dict[str, Any]) -> None:
         a, b, s = est["alpha"], est["beta"], est["c"]
         x = grid / s
         inside = x < 1
+        xc = np.minimum(x, 1 - 1e-12)
         if est["family"] == "beta":
-            dens = np.where(inside, stats.beta.pdf(np.minimum(x, 1 - 1e-12), a, b) / s, 0.0)
+            dens = np.where(inside, stats.beta.pdf(xc, a, b) / s, 0.0)
         else:
-            xc = np.minimum(x, 1 - 1e-12)
             dens = np.where(inside, a * b * xc ** (a - 1) * (1 - xc**a) ** (b - 1) / s, 0.0)
         ax2.plot(grid, dens, lw=1, label=name)
     ax2.set_yscale("log")
@@ -199,35 +282,23 @@ def _passk_plot(path: Path, result: dict[str, Any]) -> None:
     ax2.set_ylabel("density")
     ax2.set_title("distribution of p: data and fits")
     ax2.legend(fontsize=7)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    return fig
 
 
-def fit_passk(args: argparse.Namespace) -> dict[str, Any]:
-    """The ``fit-passk`` command; returns the JSON payload."""
-    _check_common(args)
-    estimators = _parse_estimators(args.estimators)
-    from jaxsafety.scaling.io import read_passk_csv
-
-    data = read_passk_csv(args.input)
-
-    import jax
-
+def fit_passk(cfg: FitPassKConfig, data: PassKData) -> None:
+    """``fit-passk``: every estimator of ``cfg.estimators`` (with bootstrap intervals), a table, the JSON and
+    the plot."""
+    jax = _start_jax()
     from jaxsafety.scaling.passk import neg_log_pass_at_k
-    from jaxsafety.xla_flags import enable_compilation_cache
 
-    enable_compilation_cache()
     n, c = data.attempts, data.successes
     max_k = int(n.min())
     ks = np.arange(1, max_k + 1) if max_k <= 256 else lsq_budgets(max_k, 256)
-    ks_lsq = lsq_budgets(max_k)
     ks_curve = np.unique(np.round(np.geomspace(1, 100 * max_k, 64)).astype(np.int64))
-    key = jax.random.key(args.seed)
+    key = jax.random.key(cfg.seed)
     result: dict[str, Any] = {
         "command": "fit-passk",
-        "input": str(args.input),
+        "input": str(cfg.input),
         "num_problems": len(data.problem_ids),
         "attempts": {"min": int(n.min()), "max": int(n.max()), "total": int(n.sum())},
         "successes_total": int(c.sum()),
@@ -235,22 +306,21 @@ def fit_passk(args: argparse.Namespace) -> dict[str, Any]:
         "ks": ks.tolist(),
         "neg_log_pass_at_k": np.asarray(neg_log_pass_at_k(n, c, ks)).tolist(),
         "ks_curve": ks_curve.tolist(),
-        "bootstrap": {"num_resamples": args.bootstrap, "seed": args.seed, "interval": "percentile, 95%"},
+        "bootstrap": _bootstrap_info(cfg),
         "estimators": {},
     }
-    for i, name in enumerate(estimators):
+    for i, name in enumerate(cfg.estimator_names):
         sub = jax.random.fold_in(key, i)
         print(f"fitting {name} ...", file=sys.stderr, flush=True)
         if name == LEAST_SQUARES:
-            result["estimators"][name] = _lsq_fits(sub, n, c, ks_lsq, args.bootstrap)
+            result["estimators"][name] = _lsq_fit(sub, n, c, lsq_budgets(max_k), cfg.bootstrap)
         else:
-            result["estimators"][name] = _distribution_fit(sub, n, c, name, args.bootstrap, ks_curve)
+            result["estimators"][name] = _distribution_fit(sub, n, c, name, cfg.bootstrap, ks_curve)
 
     rows = []
     for name, est in result["estimators"].items():
         if name == LEAST_SQUARES:
-            params = f"a={format_number(est['a'])}"
-            conv, ll = "-", "-"
+            params, conv, ll = f"a={format_number(est['a'])}", "-", "-"
         else:
             params = f"alpha={format_number(est['alpha'])} beta={format_number(est['beta'])}" + (
                 f" c={format_number(est['c'])}" if est["scaled"] else ""
@@ -264,92 +334,15 @@ def fit_passk(args: argparse.Namespace) -> dict[str, Any]:
         f"{result['problems_never_solved']} never solved; power law -log pass@k ~ a k^-exponent"
     )
     print_table(["estimator", "exponent", "95% CI", "parameters", "log-lik", "converged"], rows)
-    result["_data"] = (n, c)
-    return result
+    _finish(cfg, result, lambda: _passk_figure(result, n, c))
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# fit-chinchilla / fit-power-law
+# fit-chinchilla
 
 
-def fit_chinchilla_cmd(args: argparse.Namespace) -> dict[str, Any]:
-    """The ``fit-chinchilla`` command; returns the JSON payload."""
-    _check_common(args)
-    from jaxsafety.scaling.io import read_runs_csv
-
-    data = read_runs_csv(args.input)
-
-    import jax
-
-    from jaxsafety.scaling.chinchilla import bootstrap_chinchilla, compute_optimal, fit_chinchilla
-    from jaxsafety.xla_flags import enable_compilation_cache
-
-    enable_compilation_cache()
-    fit = fit_chinchilla(data.params, data.tokens, data.loss)
-    p = fit.params
-    names = ("E", "A", "B", "alpha", "beta")
-    result: dict[str, Any] = {
-        "command": "fit-chinchilla",
-        "input": str(args.input),
-        "num_runs": len(data.loss),
-        "form": "L(N, D) = E + A / N^alpha + B / D^beta, fitted as log L = LSE(a - alpha log N, b - beta log D, e) "
-        "with a Huber loss (delta 1e-3) summed over runs, L-BFGS from a grid (Besiroglu et al. 2024)",
-        **{k: float(getattr(p, k)) for k in names},
-        "objective": float(fit.objective),
-        "converged": bool(fit.converged),
-        "bootstrap": {"num_resamples": args.bootstrap, "seed": args.seed, "interval": "percentile, 95%"},
-    }
-    alpha, beta = result["alpha"], result["beta"]
-    # N_opt ~ C^a, D_opt ~ C^b with C = 6 N D
-    result["compute_optimal"] = {"a": beta / (alpha + beta), "b": alpha / (alpha + beta)}
-    if args.bootstrap:
-        boot = bootstrap_chinchilla(
-            jax.random.key(args.seed), data.params, data.tokens, data.loss, num_resamples=args.bootstrap
-        )
-        bp = boot.fits.params
-        ok = np.asarray(boot.fits.converged)
-        result["ci95"] = {k: _ci(getattr(bp, k), ok) for k in names}
-        ba, bb = np.asarray(bp.alpha), np.asarray(bp.beta)
-        result["compute_optimal"]["ci95"] = {"a": _ci(bb / (ba + bb), ok), "b": _ci(ba / (ba + bb), ok)}
-        result["bootstrap_converged_fraction"] = float(ok.mean())
-    c_data = 6.0 * data.params * data.tokens
-    cs = np.geomspace(c_data.min(), c_data.max() * 1e3, 13)
-    n_opt, d_opt, l_opt = (np.asarray(v) for v in compute_optimal(p, cs))
-    result["compute_optimal"]["frontier"] = [
-        {"C": float(cc), "N_opt": float(nn), "D_opt": float(dd), "loss": float(ll)}
-        for cc, nn, dd, ll in zip(cs, n_opt, d_opt, l_opt, strict=True)
-    ]
-    ci = result.get("ci95", {})
-    print_table(
-        ["parameter", "estimate", "95% CI"],
-        [[k, format_number(result[k]), _fmt_ci(ci.get(k))] for k in names],
-    )
-    co = result["compute_optimal"]
-    print(f"compute-optimal: N_opt ~ C^{co['a']:.3f}, D_opt ~ C^{co['b']:.3f} (C = 6 N D)")
-    print_table(
-        ["C (FLOP)", "N_opt", "D_opt", "tokens/param", "loss"],
-        [
-            [
-                f"{r['C']:.3g}",
-                f"{r['N_opt']:.3g}",
-                f"{r['D_opt']:.3g}",
-                f"{r['D_opt'] / r['N_opt']:.1f}",
-                f"{r['loss']:.4f}",
-            ]
-            for r in co["frontier"][::3]
-        ],
-    )
-    result["_data"] = data
-    return result
-
-
-def _chinchilla_plot(path: Path, result: dict[str, Any]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    data = result["_data"]
+def _chinchilla_figure(result: dict[str, Any], data: RunsData) -> Any:
+    plt = _pyplot()
     e, a, b, al, be = (result[k] for k in ("E", "A", "B", "alpha", "beta"))
     pred = e + a / data.params**al + b / data.tokens**be
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
@@ -370,60 +363,71 @@ def _chinchilla_plot(path: Path, result: dict[str, Any]) -> None:
     ax2.set_xlabel("compute C = 6 N D (FLOP)")
     ax2.set_title("compute-optimal frontier")
     ax2.legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    return fig
 
 
-def fit_power_law_cmd(args: argparse.Namespace) -> dict[str, Any]:
-    """The ``fit-power-law`` command (``L(C) = a C^-b + c``); returns the JSON payload."""
-    _check_common(args)
-    from jaxsafety.scaling.io import read_curve_csv
+def fit_chinchilla_cmd(cfg: FitChinchillaConfig, data: RunsData) -> None:
+    """``fit-chinchilla``: the fit, bootstrap intervals, the compute-optimal frontier, the JSON and the plot."""
+    jax = _start_jax()
+    from jaxsafety.scaling.chinchilla import bootstrap_chinchilla, compute_optimal, fit_chinchilla
 
-    compute, loss = read_curve_csv(args.input)
-    from jaxsafety.scaling.chinchilla import fit_power_law_offset
-    from jaxsafety.xla_flags import enable_compilation_cache
-
-    enable_compilation_cache()
-    params, objective = fit_power_law_offset(compute, loss)
+    fit = fit_chinchilla(data.params, data.tokens, data.loss)
+    names = ("E", "A", "B", "alpha", "beta")
     result: dict[str, Any] = {
-        "command": "fit-power-law",
-        "input": str(args.input),
-        "num_points": len(loss),
-        "form": "L(C) = a C^-b + c, fitted as log L = LSE(log a - b log C, log c), Huber (delta 1e-3) summed",
-        "a": float(params.a),
-        "b": float(params.b),
-        "c": float(params.c),
-        "objective": float(objective),
+        "command": "fit-chinchilla",
+        "input": str(cfg.input),
+        "num_runs": len(data.loss),
+        "form": "L(N, D) = E + A / N^alpha + B / D^beta, fitted as log L = LSE(a - alpha log N, b - beta log D, e) "
+        "with a Huber loss (delta 1e-3) summed over runs, L-BFGS from a grid (Besiroglu et al. 2024)",
+        **{k: float(getattr(fit.params, k)) for k in names},
+        "objective": float(fit.objective),
+        "converged": bool(fit.converged),
+        "bootstrap": _bootstrap_info(cfg),
     }
-    if args.bootstrap:
-        rng = np.random.default_rng(args.seed)
-        draws = []
-        for _ in range(args.bootstrap):
-            idx = rng.integers(0, len(loss), len(loss))
-            if len(np.unique(compute[idx])) < 3:
-                continue
-            bp, _ = fit_power_law_offset(compute[idx], loss[idx])
-            draws.append([float(bp.a), float(bp.b), float(bp.c)])
-        arr = np.asarray(draws)
-        result["ci95"] = {k: _ci(arr[:, i]) for i, k in enumerate("abc")}
+    alpha, beta = result["alpha"], result["beta"]
+    # N_opt ~ C^a, D_opt ~ C^b with C = 6 N D
+    result["compute_optimal"] = {"a": beta / (alpha + beta), "b": alpha / (alpha + beta)}
+    if cfg.bootstrap:
+        boot = bootstrap_chinchilla(
+            jax.random.key(cfg.seed), data.params, data.tokens, data.loss, num_resamples=cfg.bootstrap
+        )
+        bp = boot.fits.params
+        ok = np.asarray(boot.fits.converged)
+        result["ci95"] = {k: _ci(getattr(bp, k), ok) for k in names}
+        ba, bb = np.asarray(bp.alpha), np.asarray(bp.beta)
+        result["compute_optimal"]["ci95"] = {"a": _ci(bb / (ba + bb), ok), "b": _ci(ba / (ba + bb), ok)}
+        result["bootstrap_converged_fraction"] = float(ok.mean())
+    c_data = 6.0 * data.params * data.tokens
+    cs = np.geomspace(c_data.min(), c_data.max() * 1e3, 13)
+    n_opt, d_opt, l_opt = (np.asarray(v) for v in compute_optimal(fit.params, cs))
+    result["compute_optimal"]["frontier"] = [
+        {"C": float(cc), "N_opt": float(nn), "D_opt": float(dd), "loss": float(ll)}
+        for cc, nn, dd, ll in zip(cs, n_opt, d_opt, l_opt, strict=True)
+    ]
     ci = result.get("ci95", {})
     print_table(
         ["parameter", "estimate", "95% CI"],
-        [[k, format_number(result[k]), _fmt_ci(ci.get(k))] for k in "abc"],
+        [[k, format_number(result[k]), _fmt_ci(ci.get(k))] for k in names],
     )
-    result["_data"] = (compute, loss)
-    return result
+    co = result["compute_optimal"]
+    print(f"compute-optimal: N_opt ~ C^{co['a']:.3f}, D_opt ~ C^{co['b']:.3f} (C = 6 N D)")
+    print_table(
+        ["C (FLOP)", "N_opt", "D_opt", "tokens/param", "loss"],
+        [
+            [f"{r['C']:.3g}", f"{r['N_opt']:.3g}", f"{r['D_opt']:.3g}", f"{r['D_opt'] / r['N_opt']:.1f}",
+             f"{r['loss']:.4f}"]
+            for r in co["frontier"][::3]
+        ],
+    )  # fmt: skip
+    _finish(cfg, result, lambda: _chinchilla_figure(result, data))
 
 
-def _power_law_plot(path: Path, result: dict[str, Any]) -> None:
-    import matplotlib
+# ----------------------------------------------------------------------------------------------------------------
+# fit-power-law
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    compute, loss = result["_data"]
+def _power_law_figure(result: dict[str, Any], compute: np.ndarray, loss: np.ndarray) -> Any:
+    plt = _pyplot()
     grid = np.geomspace(compute.min(), compute.max() * 100, 200)
     fig, ax = plt.subplots(figsize=(5.5, 4.2))
     ax.loglog(compute, loss, "ko", ms=4, label="data")
@@ -433,62 +437,66 @@ def _power_law_plot(path: Path, result: dict[str, Any]) -> None:
     ax.set_ylabel("loss")
     ax.set_title(f"a={result['a']:.3g} b={result['b']:.3f} c={result['c']:.4g}", fontsize=9)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    return fig
+
+
+def fit_power_law_cmd(cfg: FitPowerLawConfig, data: tuple[np.ndarray, np.ndarray]) -> None:
+    """``fit-power-law``: ``L(C) = a C^-b + c`` with bootstrap intervals, the JSON and the plot."""
+    jax = _start_jax()
+    from jaxsafety.scaling.chinchilla import bootstrap_power_law_offset, fit_power_law_offset
+
+    compute, loss = data
+    params, objective = fit_power_law_offset(compute, loss)
+    result: dict[str, Any] = {
+        "command": "fit-power-law",
+        "input": str(cfg.input),
+        "num_points": len(loss),
+        "form": "L(C) = a C^-b + c, fitted as log L = LSE(log a - b log C, log c), Huber (delta 1e-3) summed",
+        "a": float(params.a),
+        "b": float(params.b),
+        "c": float(params.c),
+        "objective": float(objective),
+        "bootstrap": _bootstrap_info(cfg),
+    }
+    if cfg.bootstrap:
+        boot = bootstrap_power_law_offset(
+            jax.random.key(cfg.seed), compute, loss, num_resamples=cfg.bootstrap
+        )
+        ok = np.asarray(boot.identifiable & boot.converged)
+        result["ci95"] = {k: _ci(getattr(boot.params, k), ok) for k in "abc"}
+        result["bootstrap_used_fraction"] = float(ok.mean())
+    ci = result.get("ci95", {})
+    print_table(
+        ["parameter", "estimate", "95% CI"],
+        [[k, format_number(result[k]), _fmt_ci(ci.get(k))] for k in "abc"],
+    )
+    _finish(cfg, result, lambda: _power_law_figure(result, compute, loss))
 
 
 # ----------------------------------------------------------------------------------------------------------------
 
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m jaxsafety.scaling", description=__doc__.split("\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    def common(p: argparse.ArgumentParser, what: str) -> None:
-        p.add_argument("--input", required=True, help=what)
-        p.add_argument("--output", required=True, help="JSON file to write (atomically)")
-        p.add_argument(
-            "--plot", default=None, help="PNG path (default: the output with .png); 'none' for no plot"
-        )
-        p.add_argument(
-            "--bootstrap", type=int, default=200, help="bootstrap resamples for 95%% intervals (0: none)"
-        )
-        p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resamples")
-
-    p = sub.add_parser("fit-passk", help="power law of -log pass@k from per-problem sample counts")
-    common(p, "CSV with columns problem_id,attempts,successes (or problem_id,success: one row per attempt)")
-    p.add_argument(
-        "--estimators",
-        default=",".join(DEFAULT_PASSK_ESTIMATORS),
-        help="'all' or a comma-separated subset of: " + ", ".join([LEAST_SQUARES, *PASSK_ESTIMATORS]),
-    )
-    p.set_defaults(run=fit_passk, plot_fn=_passk_plot)
-    p = sub.add_parser("fit-chinchilla", help="Chinchilla approach 3: L(N, D) = E + A/N^alpha + B/D^beta")
-    common(p, "CSV with columns params,tokens,loss")
-    p.set_defaults(run=fit_chinchilla_cmd, plot_fn=_chinchilla_plot)
-    p = sub.add_parser("fit-power-law", help="power law with offset: L(C) = a C^-b + c")
-    common(p, "CSV with columns compute,loss")
-    p.set_defaults(run=fit_power_law_cmd, plot_fn=_power_law_plot)
-    return parser
+COMMANDS = {
+    "fit-passk": Subcommand(
+        FitPassKConfig,
+        fit_passk,
+        load=lambda cfg: read_passk_csv(cfg.input),
+        help="power law of -log pass@k from per-problem sample counts",
+    ),
+    "fit-chinchilla": Subcommand(
+        FitChinchillaConfig,
+        fit_chinchilla_cmd,
+        load=lambda cfg: read_runs_csv(cfg.input),
+        help="Chinchilla approach 3: L(N, D) = E + A/N^alpha + B/D^beta",
+    ),
+    "fit-power-law": Subcommand(
+        FitPowerLawConfig,
+        fit_power_law_cmd,
+        load=lambda cfg: read_curve_csv(cfg.input, min_points=5),  # the fit needs 5
+        help="power law with offset: L(C) = a C^-b + c",
+    ),
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status (0 ok, 2 bad input)."""
-    from jaxsafety.io import write_json_atomic
-
-    args = _parser().parse_args(argv)
-    try:
-        result = args.run(args)
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    plot = _plot_path(args)
-    if plot is not None:
-        args.plot_fn(plot, result)
-        result["plot"] = str(plot)
-    payload = {k: v for k, v in result.items() if not k.startswith("_")}
-    write_json_atomic(args.output, payload)
-    print(f"wrote {args.output}" + (f" and {plot}" if plot is not None else ""))
-    return 0
+    return run_subcommands("python -m jaxsafety.scaling", COMMANDS, argv, description=__doc__.split("\n")[0])

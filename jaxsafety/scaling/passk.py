@@ -21,15 +21,18 @@ over n up to 10^5).
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxsafety.config import ConfigError, first_bad
+from jaxsafety.config import ConfigError, check_range, first_bad
 from jaxsafety.scaling._special import stirling_remainder
 
 __all__ = [
     "aggregate_pass_at_k",
+    "bootstrap_power_law_lsq",
     "fit_power_law_lsq",
     "neg_log_pass_at_k",
     "neg_log_pass_at_k_unchecked",
@@ -240,3 +243,32 @@ def fit_power_law_lsq(ks: jax.Array, y: jax.Array) -> tuple[jax.Array, jax.Array
     var = jnp.sum(wts * (x - mx) ** 2)
     b = -cov / var
     return jnp.exp(mz + b * mx), b
+
+
+@functools.partial(jax.jit, static_argnames=("num_resamples",))
+def _bootstrap_lsq(
+    key: jax.Array, n: jax.Array, c: jax.Array, ks: jax.Array, *, num_resamples: int
+) -> tuple[jax.Array, jax.Array]:
+    num_problems = n.shape[0]
+
+    def one(k: jax.Array) -> tuple[jax.Array, jax.Array]:
+        idx = jax.random.randint(k, (num_problems,), 0, num_problems)
+        return fit_power_law_lsq(ks, neg_log_pass_at_k_unchecked(n[idx], c[idx], ks))
+
+    return jax.vmap(one)(jax.random.split(key, num_resamples))
+
+
+def bootstrap_power_law_lsq(
+    key: jax.Array, n: jax.Array, c: jax.Array, ks: jax.Array, *, num_resamples: int = 200
+) -> tuple[jax.Array, jax.Array]:
+    """Bootstrap over problems of :func:`fit_power_law_lsq` on the aggregate ``-log pass@k``: ``(a, b)``, each
+    ``[num_resamples]``.
+
+    Resample ``r`` draws the ``P`` problems with replacement (``jax.random.randint`` under
+    ``jax.random.split(key, num_resamples)[r]``), computes ``-log pass@k`` at ``ks`` on the resampled attempts
+    ``n`` and successes ``c`` (``[P]``; checked as in :func:`neg_log_pass_at_k`) and fits the power law; all
+    resamples run in one jitted ``vmap``. Percentiles of ``b`` give the interval of the least-squares exponent.
+    """
+    _check_aggregate(n, c, ks)
+    check_range("num_resamples", num_resamples, ge=1, integer=True)
+    return _bootstrap_lsq(key, _float(n), _float(c), _float(ks), num_resamples=num_resamples)

@@ -16,6 +16,7 @@ from jaxsafety.scaling.chinchilla import (
     CHINCHILLA_GRID,
     ChinchillaParams,
     bootstrap_chinchilla,
+    bootstrap_power_law_offset,
     compute_optimal,
     fit_chinchilla,
     fit_power_law_offset,
@@ -251,6 +252,55 @@ def test_power_law_offset():
     )
     assert float(objective) <= best.fun * (1 + 1e-9)
     np.testing.assert_allclose(ours, best.x, rtol=1e-4, atol=1e-4)
+
+
+def _np_weighted_power_objective(theta, log_c, log_loss, weights, delta=DELTA):
+    log_a, b, log_c0 = theta
+    pred = np.logaddexp(log_a - b * log_c, log_c0)
+    return float(np.sum(weights * special.huber(delta, pred - log_loss)))
+
+
+def test_bootstrap_power_law_offset_matches_scipy_per_resample():
+    """Every resample's counts are a draw of P points with replacement; its fit is the minimum of the
+    count-weighted summed Huber objective (numpy, minimised by scipy Nelder-Mead from our optimum and from other
+    starts: nothing lower, same parameters); ``identifiable`` counts distinct drawn C values as numpy does."""
+    rng = np.random.default_rng(1)
+    compute = np.geomspace(1e18, 1e23, 10)
+    loss = (500.0 * compute**-0.15 + 1.7) * np.exp(0.01 * rng.normal(size=10))
+    # 16 resamples of <= 16 points: the program tests/scaling/test_cli.py's fit-power-law compiles too
+    boot = bootstrap_power_law_offset(jax.random.key(3), compute, loss, num_resamples=16)
+    counts = np.asarray(boot.counts)
+    assert (
+        counts.shape == (16, 10) and np.all(counts.sum(axis=1) == 10) and np.all(counts == np.round(counts))
+    )
+    assert len({tuple(row) for row in counts}) == 16  # the resamples differ
+    assert np.all(np.asarray(boot.identifiable)) and np.all(np.asarray(boot.converged))
+    logs = (np.log(compute), np.log(loss))
+    for r in range(6):
+        ours = np.array(
+            [np.log(float(boot.params.a[r])), float(boot.params.b[r]), np.log(float(boot.params.c[r]))]
+        )
+        args = (*logs, counts[r])
+        np.testing.assert_allclose(
+            float(boot.objective[r]), _np_weighted_power_objective(ours, *args), rtol=1e-9
+        )
+        best = min(
+            (optimize.minimize(_np_weighted_power_objective, x0, args=args, method="Nelder-Mead",
+                               options={"xatol": 1e-12, "fatol": 1e-18})
+             for x0 in [ours, [5.0, 0.1, 0.5], [10.0, 0.2, 0.5]]),
+            key=lambda res: res.fun,
+        )  # fmt: skip
+        assert float(boot.objective[r]) <= best.fun * (1 + 1e-9) + 1e-18
+        np.testing.assert_allclose(ours, best.x, rtol=1e-3, atol=1e-3)
+
+    # few distinct compute values: resamples drawing fewer than 3 are flagged (same padded size: no recompile)
+    few = np.repeat(compute[[0, 4, 9]], [6, 2, 2])
+    flagged = bootstrap_power_law_offset(jax.random.key(4), few, loss, num_resamples=16)
+    distinct = [len(np.unique(few[row > 0])) for row in np.asarray(flagged.counts)]
+    assert 0 < sum(d >= 3 for d in distinct) < 16  # this key draws both kinds
+    np.testing.assert_array_equal(np.asarray(flagged.identifiable), np.asarray(distinct) >= 3)
+    with pytest.raises(ConfigError, match="num_resamples=0"):
+        bootstrap_power_law_offset(jax.random.key(0), compute, loss, num_resamples=0)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -93,7 +93,31 @@ def test_cli_bad_input_exits_2_and_writes_nothing(tmp_path, capsys):
         assert main(["fit-passk", "--input", str(good), "--output", str(out), *extra]) == 2
         assert msg in capsys.readouterr().err
     assert main(["fit-passk", "--input", str(good), "--output", str(tmp_path / "fit.txt")]) == 2
+    assert main(["fit-passk", "--input", str(good), "--output", str(out), "--plot", "fit.jpg"]) == 2
     assert main(["fit-passk", "--input", str(tmp_path / "missing.csv"), "--output", str(out)]) == 2
+    assert main(["fit-passk", "--output", str(out)]) == 2
+    curve = _write(tmp_path / "c.csv", "compute,loss\n1e18,3\n1e19,2.5\n1e20,2.2\n1e21,2.1\n")
+    assert main(["fit-power-law", "--input", str(curve), "--output", str(out)]) == 2  # the fit needs 5 points
+    err = capsys.readouterr().err.splitlines()
+    assert err[-5].startswith("error: output='") and "a path ending in .json" in err[-5]
+    assert err[-4].startswith("error: plot='fit.jpg' is invalid: accepted values are a path ending in .png")
+    missing = tmp_path / "missing.csv"
+    assert (
+        err[-3]
+        == f"error: input='{missing}' is invalid: accepted values are the path of an existing CSV file"
+    )
+    assert err[-2] == "error: the following arguments are required: --input"
+    assert (
+        err[-1]
+        == "error: c.csv:rows=4 is invalid: accepted values are >= 5 points (the fit has 3 parameters)"
+    )
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["c.csv", "g.csv", "s.csv"]
+    # --print-config: the full config, nothing computed or written
+    assert main(["fit-passk", "--input", str(good), "--output", str(out), "--print-config"]) == 0
+    assert json.loads(capsys.readouterr().out) == {
+        "input": str(good), "output": str(out), "plot": "auto", "bootstrap": 200, "seed": 0,
+        "estimators": "least_squares,beta_binomial,scaled_beta_binomial",
+    }  # fmt: skip
     assert not out.exists()
 
 
@@ -180,7 +204,26 @@ def test_fit_chinchilla_and_power_law_commands_recover_planted_laws(tmp_path, ca
         "compute,loss\n" + "".join(f"{c:.17g},{2.0 + 3e3 * c**-0.2:.17g}\n" for c in C),
     )
     out = tmp_path / "pl.json"
-    assert main(["fit-power-law", "--input", str(curve), "--output", str(out), "--bootstrap", "0"]) == 0
+    argv = [
+        "fit-power-law",
+        "--input",
+        str(curve),
+        "--output",
+        str(out),
+        "--bootstrap",
+        "16",
+        "--plot",
+        "none",
+    ]
+    assert main(argv) == 0
     res = json.loads(out.read_text())
     assert res["a"] == pytest.approx(3e3, rel=1e-2) and res["b"] == pytest.approx(0.2, rel=1e-3)
     assert res["c"] == pytest.approx(2.0, rel=1e-4)
+    for name in "abc":  # an exact law: every resample refits it, so the interval is tight around the estimate
+        lo, hi = res["ci95"][name]
+        assert lo == pytest.approx(res[name], rel=1e-2) and hi == pytest.approx(res[name], rel=1e-2), name
+    assert res["bootstrap_used_fraction"] == 1.0 and "plot" not in res
+    assert not out.with_suffix(".png").exists()
+    plot = tmp_path / "figs" / "pl.png"
+    assert main([*argv[:-1], str(plot), "--bootstrap", "0"]) == 0
+    assert json.loads(out.read_text())["plot"] == str(plot) and plot.stat().st_size > 10_000

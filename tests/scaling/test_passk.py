@@ -96,6 +96,40 @@ def test_fit_power_law_lsq_recovers_exact_law_and_matches_polyfit():
     assert float(b2) == pytest.approx(float(b), rel=1e-5)
 
 
+def test_bootstrap_power_law_lsq_matches_numpy_least_squares_per_resample():
+    """Each resample: the problems drawn by the documented scheme (randint under split(key, R)[r]), -log pass@k
+    from exact float64 binomial ratios (scipy), and numpy's log-log polyfit; also the point fit's interval."""
+    from scipy.special import comb
+
+    from jaxsafety.scaling import bootstrap_power_law_lsq
+
+    rng = np.random.default_rng(5)
+    num_problems, n = 40, 20
+    c = rng.binomial(n, rng.beta(0.3, 2.0, num_problems))
+    attempts = np.full(num_problems, n)
+    ks = np.arange(1, n + 1)
+    key = jax.random.key(7)
+    a, b = bootstrap_power_law_lsq(key, attempts, c, ks, num_resamples=24)
+    assert a.shape == b.shape == (24,)
+    draws = jax.vmap(lambda k: jax.random.randint(k, (num_problems,), 0, num_problems))
+    for r, idx in enumerate(np.asarray(draws(jax.random.split(key, 24)))):
+        fail = comb(n - c[idx][None, :], ks[:, None]) / comb(n, ks[:, None])
+        y = -np.log1p(-fail.mean(axis=1))
+        ok = y > 0
+        slope, intercept = np.polyfit(np.log(ks[ok]), np.log(y[ok]), 1)
+        np.testing.assert_allclose(float(b[r]), -slope, rtol=2e-4)
+        np.testing.assert_allclose(float(a[r]), np.exp(intercept), rtol=2e-4)
+    _, b_point = fit_power_law_lsq(ks, neg_log_pass_at_k(attempts, c, ks))
+    lo, hi = np.percentile(np.asarray(b), [2.5, 97.5])
+    assert lo < float(b_point) < hi and hi - lo > 1e-3  # the resamples differ
+    again = bootstrap_power_law_lsq(key, attempts, c, ks, num_resamples=24)
+    np.testing.assert_array_equal(np.asarray(again[1]), np.asarray(b))
+    with pytest.raises(ConfigError, match="num_resamples=0"):
+        bootstrap_power_law_lsq(key, attempts, c, ks, num_resamples=0)
+    with pytest.raises(ConfigError, match="ks"):
+        bootstrap_power_law_lsq(key, attempts, c, np.arange(1, 30), num_resamples=2)  # k > attempts
+
+
 def test_pass_at_k_is_jittable_and_vmappable():
     n, c, k = jnp.array([10, 20, 30]), jnp.array([1, 5, 30]), jnp.array([3, 4, 5])
     eager = pass_at_k(n, c, k)
