@@ -16,9 +16,11 @@ from jaxsafety.rl.losses import (
 from jaxsafety.rl.networks import ActorCritic, GRUActorCritic
 from jaxsafety.rl.normalize import RunningMeanStd, normalize_obs, scale_rewards
 from jaxsafety.rl.ppo import PPOConfig, Runner, make_evaluate, make_policy, make_train
+from jaxsafety.rl.presets import ENV_PRESETS, load_policy, ppo_fields, save_policy
 from jaxsafety.rl.update import PPOHyperparams, PPOUpdate, make_ppo_update, ppo_loss
 
 __all__ = [
+    "ENV_PRESETS",
     "ActorCritic",
     "Categorical",
     "GRUActorCritic",
@@ -35,6 +37,7 @@ __all__ = [
     "clipped_policy_loss",
     "clipped_value_loss",
     "gae_advantages",
+    "load_policy",
     "make_evaluate",
     "make_policy",
     "make_ppo_update",
@@ -42,6 +45,8 @@ __all__ = [
     "masked_mean",
     "normalize_advantages",
     "normalize_obs",
+    "ppo_fields",
     "ppo_loss",
+    "save_policy",
     "scale_rewards",
 ]
