@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -139,6 +140,12 @@ class CoinGame:
     ) -> tuple[jax.Array, CoinGameState, jax.Array, jax.Array, dict[str, Any]]:
         """``actions``: ``[N]`` ints in ``0 .. num_actions - 1``. Returns ``obs [N, H, W, 4]``, state,
         ``rewards [N]``, ``done``, ``info`` with ``final_observation`` and ``picked`` (``[N pickers, N coins]``)."""
+        chex.assert_shape(
+            actions,
+            (self.num_players,),
+            custom_message=f"CoinGame.step: actions must be [num_players] = ({self.num_players},), one per player "
+            "(vmap step over a batch of envs)",
+        )
         n, g = self.num_players, self.grid_size
         key_spawn, key_reset = jax.random.split(key)
         agent_pos = (state.agent_pos + jnp.asarray(MOVES)[actions.astype(jnp.int32)]) % g

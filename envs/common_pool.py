@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import chex
 import jax
 import jax.numpy as jnp
 from flax import struct
@@ -120,6 +121,12 @@ class CommonPool:
     ) -> tuple[jax.Array, CommonPoolState, jax.Array, jax.Array, dict[str, Any]]:
         """``actions``: ``[N]`` levels. Returns ``obs [N, 1 + N K]``, state, ``rewards [N]`` (extracted amounts),
         ``done``, ``info`` with ``final_observation`` and ``stock`` (the stock before auto-reset)."""
+        chex.assert_shape(
+            actions,
+            (self.num_players,),
+            custom_message=f"CommonPool.step: actions must be [num_players] = ({self.num_players},), one per player "
+            "(vmap step over a batch of envs)",
+        )
         del key
         levels = actions.astype(jnp.int32)
         asked = params.max_extraction * levels.astype(jnp.float32) / (self.num_levels - 1)

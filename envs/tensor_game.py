@@ -30,6 +30,7 @@ import functools
 import math
 from typing import Any, Literal
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -280,6 +281,12 @@ class TensorGame:
     ) -> tuple[jax.Array, TensorGameState, jax.Array, jax.Array, dict[str, Any]]:
         """One round. ``actions``: ``[N]`` ints in {0, 1}. Returns ``obs [N, ...]``, state, ``rewards [N]``
         float32, ``done`` bool scalar, ``info`` with ``final_observation`` (the observation before auto-reset)."""
+        chex.assert_shape(
+            actions,
+            (self.num_players,),
+            custom_message=f"TensorGame.step: actions must be [num_players] = ({self.num_players},), one per player "
+            "(vmap step over a batch of envs)",
+        )
         del key
         a = actions.astype(jnp.int32)
         code = jnp.sum(a << self._shift)

@@ -12,6 +12,7 @@ next row of the rollout belongs to a new episode (Pardo et al. 2018, "Time limit
 
 from __future__ import annotations
 
+import chex
 import jax
 import jax.numpy as jnp
 
@@ -35,7 +36,15 @@ def gae_advantages(
     final step, the value of the final observation). ``terminated`` / ``done`` are booleans or 0/1 floats.
     Returns ``(advantages, returns = advantages + values)``. ``unroll`` is the scan's unroll factor (the body is a
     handful of tiny ops, so loop overhead dominates unless unrolled; it does not change the result).
+
+    The five arrays must have one shape (checked when traced, ``AssertionError`` listing their shapes): a
+    ``values`` of ``[T + 1, ...]`` or a ``[T, 1]`` column would otherwise fail deep in the scan or broadcast silently.
     """
+    chex.assert_equal_shape(
+        [rewards, values, next_values, terminated, done],
+        custom_message="gae_advantages: rewards, values, next_values, terminated, done (shapes listed in this order) "
+        "must have one shape [T, ...]",
+    )
     term = terminated.astype(jnp.float32)
     cont = 1.0 - done.astype(jnp.float32)
     deltas = rewards + gamma * (1.0 - term) * next_values - values

@@ -127,3 +127,12 @@ def test_vmap_over_params_and_bad_constructor_args():
         CoinGame(num_players=3, grid_size=2)
     with pytest.raises(ConfigError, match=r"^num_players=9 is invalid"):
         CoinGame(num_players=9)
+
+
+@pytest.mark.parametrize("shape", [(2, 1), (1,), (4, 2)])
+def test_step_rejects_actions_not_shaped_one_per_player(shape):
+    """A [N, 1] column would index MOVES into [N, 1, 2] and broadcast; a batch belongs under vmap: both raise."""
+    env = CoinGame(num_players=2)
+    _, state = env.reset(jax.random.key(0), env.default_params)
+    with pytest.raises(AssertionError, match=r"CoinGame.step: actions must be \[num_players\] = \(2,\)"):
+        jax.jit(env.step)(jax.random.key(1), state, jnp.ones(shape, jnp.int32), env.default_params)

@@ -73,3 +73,12 @@ def test_bad_constructor_args_raise_config_error():
         CommonPool(num_levels=1)
     with pytest.raises(ConfigError, match=r"^num_players=1 is invalid"):
         CommonPool(num_players=1)
+
+
+@pytest.mark.parametrize("shape", [(3, 1), (2,), (4, 3)])
+def test_step_rejects_actions_not_shaped_one_per_player(shape):
+    """A [N, 1] column would broadcast silently and a batch [B, N] belongs under vmap: both raise when traced."""
+    env = CommonPool(num_players=3, num_levels=5)
+    _, state = env.reset(KEY, env.default_params)
+    with pytest.raises(AssertionError, match=r"CommonPool.step: actions must be \[num_players\] = \(3,\)"):
+        jax.jit(env.step)(KEY, state, jnp.ones(shape, jnp.int32), env.default_params)

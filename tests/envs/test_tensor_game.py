@@ -295,3 +295,12 @@ def test_memory_one_return_gradient_matches_finite_differences():
 def test_memory_one_return_checks_shapes():
     with pytest.raises(ValueError, match="accepted shapes are"):
         memory_one_return(ipd(3), jnp.full((3, 8), 0.5), 0.9)
+
+
+@pytest.mark.parametrize("shape", [(3, 1), (2,), (4, 3)])
+def test_step_rejects_actions_not_shaped_one_per_player(shape):
+    """A [N, 1] column would shift into an [N, N] code and sum to a wrong joint action silently: it raises."""
+    env = TensorGame(num_players=3)
+    _, state = env.reset(jax.random.key(0), env.default_params)
+    with pytest.raises(AssertionError, match=r"TensorGame.step: actions must be \[num_players\] = \(3,\)"):
+        jax.jit(env.step)(jax.random.key(0), state, jnp.ones(shape, jnp.int32), env.default_params)

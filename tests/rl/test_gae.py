@@ -106,3 +106,21 @@ def test_gae_unroll_does_not_change_result():
     a1, _ = gae_advantages(*args, gamma=0.99, lam=0.95, unroll=1)
     a16, _ = gae_advantages(*args, gamma=0.99, lam=0.95, unroll=16)
     np.testing.assert_allclose(np.asarray(a1), np.asarray(a16), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "bad,shape",
+    [
+        ("values", (9, 4)),  # [T + 1, N]: the bootstrap row left in
+        ("values", (8, 1)),  # a column: would broadcast to [T, N] silently
+        ("done", (8,)),  # one flag per step for all envs: would broadcast over the wrong axis
+        ("next_values", (4, 8)),  # transposed
+    ],
+)
+def test_mismatched_shapes_raise_when_traced(bad: str, shape: tuple[int, ...]):
+    args = {k: jnp.zeros((8, 4)) for k in ("rewards", "values", "next_values", "terminated", "done")}
+    args[bad] = jnp.zeros(shape)
+    with pytest.raises(
+        AssertionError, match=r"gae_advantages: rewards, values, next_values, terminated, done"
+    ):
+        jax.jit(gae_advantages, static_argnames=("gamma", "lam"))(**args, gamma=0.99, lam=0.95)
