@@ -423,9 +423,6 @@ def resolve_method(method: str, ties: str, num_models: int) -> str:
     return "newton" if ties == "davidson" or num_models <= AUTO_NEWTON_MAX_MODELS else "newman"
 
 
-_resolve_method = resolve_method  # the old name, until jaxsafety/judges/cli.py imports resolve_method
-
-
 def _fit_counts(wins, ties_m, l2, tol, max_iter, *, method: str, ties: str) -> BTResult:
     if ties == "davidson":
         theta, converged, it, nu = _newton_davidson(wins, ties_m, l2, tol, max_iter)

@@ -18,47 +18,47 @@ column and >= 3 models, PNT / SNTD non-transitivity (Xu et al. 2025, Sec. 3) of 
 ``tournament`` builds a simulated judge (:func:`~jaxsafety.judges.judges.make_simulated_judge`), runs one
 tournament with it, prints the ranking with its scores, Spearman / Kendall against the judge's latent skills and
 the judge calls spent, and writes JSON (and with ``--comparisons-csv`` the comparisons, which ``fit`` reads).
-``--judge lm`` instead trains the zoo LM judge (:mod:`jaxsafety.judges.lm_judge`, ``--lm-steps``) and two zoo
-arithmetic LMs (``--response-steps``) whose greedy and sampled answers are the six response models; the truth is
-their measured accuracy (about 2 minutes on 2 CPU cores at the defaults; the trained models go through the
-trained-model cache ``$JAXSAFETY_CACHE``, so a rerun loads them).
+``--judge lm`` instead uses :func:`~jaxsafety.judges.lm_judge.lm_judge_tournament`: the zoo LM judge
+(``--lm-steps``) and two zoo arithmetic LMs (``--response-steps``) whose greedy and sampled answers are the six
+response models; the truth is their measured accuracy (about 2 minutes on 2 CPU cores at the defaults; the trained
+models go through the trained-model cache ``$JAXSAFETY_CACHE``, so a rerun loads them).
 
 Every argument and the whole CSV are checked before anything is computed or written: a bad value prints one line
 ``error: <field>=<value> is invalid: accepted values are ...`` (CSV errors name the file, row and column) to
-stderr and exits with status 2.
+stderr and exits with status 2. The commands are :func:`jaxsafety.config.run_subcommands` over
+:class:`FitConfig` and :class:`TournamentConfig` (``--config FILE`` and ``--print-config`` work as for every
+config).
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
+import dataclasses
 import math
-import os
-import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from jaxsafety.config import (
     ConfigError,
+    Subcommand,
     check,
     check_choice,
     check_range,
     format_number,
+    option,
     print_table,
+    run_subcommands,
 )
-from jaxsafety.io import check_output_path
+from jaxsafety.io import check_output_path, write_atomic, write_json_atomic
 
-__all__ = ["main"]
+__all__ = ["FitConfig", "TournamentConfig", "main"]
 
 ELO_SCALE, ELO_BASE, ELO_RATING = 400.0, 10.0, 1000.0
 FORMATS = ("round_robin", "swim", "baseline")
 JUDGES = ("simulated", "lm")
-# --judge lm: response models are two zoo arithmetic LMs decoded greedily and at these temperatures
-LM_TEMPERATURES = ((0.0, 1.5, 3.0), (0.0, 1.0, 2.5))  # (stronger LM, weaker LM)
 # PNT / SNTD work on [I, T] arrays with T = n(n-1)(n-2)/6 triplets; above this many models they are skipped.
 MAX_NONTRANSITIVITY_MODELS = 64
 
@@ -71,9 +71,59 @@ def _finite_or_none(x: float) -> float | None:
 # fit
 
 
-def _csv_header(path: str | Path) -> list[str]:
-    with Path(path).open(newline="") as f:
-        return [h.strip().lower() for h in next(csv.reader(f), [])]
+@dataclasses.dataclass(frozen=True)
+class FitConfig:
+    """``fit``: Bradley-Terry / Elo ratings from a comparisons CSV."""
+
+    input: Path = option(help="CSV: model_a,model_b,winner|prob_a[,instruction][,position]")
+    output: Path = option(help="JSON file to write (atomically)")
+    bootstrap: int = option(200, help="bootstrap resamples for 95%% intervals (0: none)")
+    seed: int = option(0, help="seed of the bootstrap resamples")
+    ties: str = option("half", help="half (a tie is half a win) or davidson (Davidson 1970)")
+    l2: float = option(1e-6, help="Gaussian prior precision on the scores")
+    anchor: str | None = option(None, help="model whose Elo is fixed at 1000 (default: the mean is 1000)")
+    method: str = option("auto", help="solver: auto, newton, newman or mm")
+
+    def __post_init__(self) -> None:
+        from jaxsafety.judges.bradley_terry import METHODS, TIES
+
+        check_output_path("output", self.output, ".json")
+        check_range("bootstrap", self.bootstrap, ge=0, integer=True)
+        if self.bootstrap == 1:
+            raise ConfigError("bootstrap", 1, "0 (no intervals) or an integer >= 2")
+        check_range("seed", self.seed, ge=0, integer=True)
+        check_choice("ties", self.ties, TIES)
+        check_choice("method", self.method, METHODS)
+        check_range("l2", self.l2, ge=0.0)
+
+
+class _FitInputs(NamedTuple):
+    comparisons: Any  # judges.data.Comparisons
+    anchor: int | None  # index of --anchor
+    has_instructions: bool  # the CSV has an instruction column
+
+
+def _load_fit(cfg: FitConfig) -> _FitInputs:
+    """The comparisons CSV, checked, with ``--anchor`` and ``--ties davidson`` checked against it."""
+    from jaxsafety.judges.data import read_comparisons_csv
+
+    c = read_comparisons_csv(cfg.input)
+    anchor = None
+    if cfg.anchor is not None:
+        if cfg.anchor not in c.model_names:
+            raise ConfigError("anchor", cfg.anchor, "a model of the CSV: " + ", ".join(c.model_names))
+        anchor = c.model_names.index(cfg.anchor)
+    if cfg.ties == "davidson":
+        soft = np.flatnonzero(~np.isin(c.prob_a, (0.0, 0.5, 1.0)))
+        if soft.size:
+            raise ConfigError(
+                f"{Path(cfg.input).name}:comparison {soft[0] + 1}:prob_a",
+                float(c.prob_a[soft[0]]),
+                "0, 0.5 or 1 (hard verdicts) with --ties davidson",
+            )
+    with Path(cfg.input).open(newline="") as f:
+        header = [h.strip().lower() for h in next(csv.reader(f), [])]
+    return _FitInputs(c, anchor, "instruction" in header)
 
 
 def _per_model_counts(c: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -86,54 +136,33 @@ def _per_model_counts(c: Any) -> tuple[np.ndarray, np.ndarray]:
         return count, wins / count
 
 
-def fit_cmd(args: argparse.Namespace) -> dict[str, Any]:
-    """The ``fit`` command; returns the JSON payload."""
-    from jaxsafety.judges.bradley_terry import METHODS, TIES, _resolve_method
-
-    check_output_path("output", args.output, ".json")
-    check_range("bootstrap", args.bootstrap, ge=0, integer=True)
-    if args.bootstrap == 1:
-        raise ConfigError("bootstrap", 1, "0 (no intervals) or an integer >= 2")
-    check_choice("ties", args.ties, TIES)
-    check_choice("method", args.method, METHODS)
-    check_range("l2", args.l2, ge=0.0)
-
-    from jaxsafety.judges.data import read_comparisons_csv
-
-    c = read_comparisons_csv(args.input)
-    anchor = None
-    if args.anchor is not None:
-        if args.anchor not in c.model_names:
-            raise ConfigError("anchor", args.anchor, "a model of the CSV: " + ", ".join(c.model_names))
-        anchor = c.model_names.index(args.anchor)
-
-    if args.ties == "davidson":
-        soft = np.flatnonzero(~np.isin(c.prob_a, (0.0, 0.5, 1.0)))
-        if soft.size:
-            raise ConfigError(
-                f"{Path(args.input).name}:comparison {soft[0] + 1}:prob_a",
-                float(c.prob_a[soft[0]]),
-                "0, 0.5 or 1 (hard verdicts) with --ties davidson",
-            )
-
+def fit_cmd(cfg: FitConfig, inputs: _FitInputs) -> None:
+    """``fit``: the Bradley-Terry fit with bootstrap Elo intervals, position consistency and non-transitivity;
+    prints the ranking and writes the JSON."""
     import jax
 
-    from jaxsafety.judges.bradley_terry import bootstrap_bradley_terry, fit_bradley_terry, to_elo
+    from jaxsafety.judges.bradley_terry import (
+        bootstrap_bradley_terry,
+        fit_bradley_terry,
+        resolve_method,
+        to_elo,
+    )
     from jaxsafety.judges.metrics import non_transitivity, position_consistency, preference_tensor
     from jaxsafety.xla_flags import enable_compilation_cache
 
     enable_compilation_cache()
+    c = inputs.comparisons
     n = c.num_models
-    options = dict(num_models=n, l2=args.l2, method=args.method, ties=args.ties)
-    if args.bootstrap:
+    options = dict(num_models=n, l2=cfg.l2, method=cfg.method, ties=cfg.ties)
+    if cfg.bootstrap:
         boot = bootstrap_bradley_terry(
-            jax.random.key(args.seed), c.model_a, c.model_b, c.prob_a, num_resamples=args.bootstrap, **options
+            jax.random.key(cfg.seed), c.model_a, c.model_b, c.prob_a, num_resamples=cfg.bootstrap, **options
         )
         fit = boot.estimate
     else:
         boot = None
         fit = fit_bradley_terry(c.model_a, c.model_b, c.prob_a, **options)
-    elo_kw = dict(scale=ELO_SCALE, base=ELO_BASE, anchor=anchor, anchor_rating=ELO_RATING)
+    elo_kw = dict(scale=ELO_SCALE, base=ELO_BASE, anchor=inputs.anchor, anchor_rating=ELO_RATING)
     scores = np.asarray(fit.scores, dtype=np.float64)
     elo = np.asarray(to_elo(scores, **elo_kw))
     ci = [None] * n
@@ -159,22 +188,22 @@ def fit_cmd(args: argparse.Namespace) -> dict[str, Any]:
     ]
     result: dict[str, Any] = {
         "command": "fit",
-        "input": str(args.input),
+        "input": str(cfg.input),
         "num_models": n,
         "num_comparisons": c.num_comparisons,
         "num_instructions": c.num_instructions,
         "fit": {
             "model": "Bradley-Terry MAP, P(i beats j) = sigmoid(score_i - score_j), scores centred",
-            "ties": args.ties,
-            "method": _resolve_method(args.method, args.ties, n),
-            "l2": args.l2,
+            "ties": cfg.ties,
+            "method": resolve_method(cfg.method, cfg.ties, n),
+            "l2": cfg.l2,
             "converged": bool(fit.converged),
             "num_iterations": int(fit.num_iterations),
             "log_likelihood": float(fit.log_likelihood),
             "tie_parameter": _finite_or_none(float(fit.tie_parameter)),
         },
-        "elo": {"scale": ELO_SCALE, "base": ELO_BASE, "anchor": args.anchor, "anchor_rating": ELO_RATING},
-        "bootstrap": {"num_resamples": args.bootstrap, "seed": args.seed, "interval": "percentile, 95%, Elo"},
+        "elo": {"scale": ELO_SCALE, "base": ELO_BASE, "anchor": cfg.anchor, "anchor_rating": ELO_RATING},
+        "bootstrap": {"num_resamples": cfg.bootstrap, "seed": cfg.seed, "interval": "percentile, 95%, Elo"},
         "models": models,
     }
     if boot is not None:
@@ -186,7 +215,7 @@ def fit_cmd(args: argparse.Namespace) -> dict[str, Any]:
             "num_pairs": pc.num_pairs,
             "first_shown_win_rate": _finite_or_none(pc.first_shown_win_rate),
         }
-    if "instruction" in _csv_header(args.input) and 3 <= n <= MAX_NONTRANSITIVITY_MODELS:
+    if inputs.has_instructions and 3 <= n <= MAX_NONTRANSITIVITY_MODELS:
         nt = non_transitivity(preference_tensor(c))
         result["non_transitivity"] = {
             "pnt": _finite_or_none(nt.pnt),
@@ -197,7 +226,7 @@ def fit_cmd(args: argparse.Namespace) -> dict[str, Any]:
 
     print(
         f"{n} models, {c.num_comparisons} comparisons, {c.num_instructions} instructions; Bradley-Terry "
-        f"(ties={args.ties}, {result['fit']['method']}, converged={result['fit']['converged']})"
+        f"(ties={cfg.ties}, {result['fit']['method']}, converged={result['fit']['converged']})"
     )
     print_table(
         ["rank", "model", "Elo", "95% CI", "BT score", "comparisons", "win rate"],
@@ -225,124 +254,108 @@ def fit_cmd(args: argparse.Namespace) -> dict[str, Any]:
         print(
             f"non-transitivity: PNT {format_number(nt['pnt'], '.4f')}, SNTD {format_number(nt['sntd'], '.4g')}"
         )
-    return result
+    write_json_atomic(cfg.output, result)
+    print(f"wrote {cfg.output}")
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # tournament
 
 
-def _write_csv_atomic(comparisons: Any, path: str | Path) -> None:
-    """:func:`~jaxsafety.judges.data.to_csv` through a temp file + rename (like ``write_json_atomic``)."""
+@dataclasses.dataclass(frozen=True)
+class TournamentConfig:
+    """``tournament``: rank models with a simulated judge or the zoo LM judge."""
+
+    format: str = option(help="round_robin, swim or baseline")
+    output: Path = option(help="JSON file to write (atomically)")
+    judge: str = option(
+        "simulated",
+        help="simulated, or lm: the zoo LM judge ranking 6 response models that zoo arithmetic LMs generate",
+    )
+    lm_steps: int = option(1600, help="--judge lm: training steps of the LM judge")
+    response_steps: str = option(
+        "300,60", help="--judge lm: training steps STRONG,WEAK of the two response LMs"
+    )
+    num_models: int = option(8, help="number of models")
+    num_instructions: int = option(32, help="number of instructions")
+    nontransitivity: float = option(0.0, help="disc-game (rock-paper-scissors) weight")
+    position_bias: float = option(0.0, help="logit bonus of the first-shown response")
+    noise: float = option(0.0, help="standard deviation of the judge's logit noise")
+    baseline: int = option(0, help="baseline model index (format baseline)")
+    repeats: int = option(3, help="instructions per Swim match")
+    budget: int | None = option(None, help="judge-call budget (default: unlimited)")
+    seed: int = option(0, help="seed of the judge and the tournament's draws")
+    comparisons_csv: Path | None = option(None, help="also write the comparisons (readable by fit)")
+
+    def __post_init__(self) -> None:
+        check_output_path("output", self.output, ".json")
+        if self.comparisons_csv is not None:
+            check_output_path("comparisons_csv", self.comparisons_csv, ".csv")
+        check_choice("judge", self.judge, JUDGES)
+        check_choice("format", self.format, FORMATS)
+        check_range("num_models", self.num_models, ge=2, integer=True)
+        check_range("num_instructions", self.num_instructions, ge=1, integer=True)
+        check_range("nontransitivity", self.nontransitivity, ge=0.0)
+        check_range("noise", self.noise, ge=0.0)
+        check_range("position_bias", self.position_bias)
+        check(math.isfinite(self.position_bias), "position_bias", self.position_bias, "finite numbers")
+        check_range("seed", self.seed, ge=0, integer=True)
+        if self.format == "baseline":
+            check_range("baseline", self.baseline, ge=0, lt=self.num_models, integer=True)
+        if self.format == "swim":
+            check_range("repeats", self.repeats, ge=1, le=self.num_instructions, integer=True)
+        if self.budget is not None:
+            check_range("budget", self.budget, ge=1, integer=True)
+        if self.judge == "lm":
+            check(
+                self.num_models == 6,
+                "num_models",
+                self.num_models,
+                "6 with --judge lm (2 LMs x 3 temperatures)",
+            )
+            self.lm_configs()  # the judge's and the response LMs' configs, checked before anything trains
+
+    def lm_configs(self) -> tuple[Any, tuple[int, int]]:
+        """``--judge lm``: the judge's :class:`~jaxsafety.judges.lm_judge.LMJudgeConfig` (``lm_steps``) and the
+        response LMs' training steps, checked (the LMs' configs too)."""
+        from jaxsafety.judges.lm_judge import LMJudgeConfig, response_lm_config
+
+        check_range("lm_steps", self.lm_steps, ge=1, integer=True)
+        try:
+            judge = dataclasses.replace(LMJudgeConfig(), steps=self.lm_steps)
+        except ConfigError as err:
+            raise ConfigError(
+                "lm_steps", self.lm_steps, f"a value the judge's optimizer accepts ({err})"
+            ) from None
+        try:
+            steps = tuple(int(x) for x in self.response_steps.split(","))
+        except ValueError:
+            steps = ()
+        check(
+            len(steps) == 2,
+            "response_steps",
+            self.response_steps,
+            "two integers STRONG,WEAK (training steps)",
+        )
+        try:
+            for s in steps:
+                response_lm_config(judge, s)
+        except ConfigError as err:
+            raise ConfigError(
+                "response_steps", self.response_steps, f"values the LMs accept ({err})"
+            ) from None
+        return judge, steps
+
+
+def _write_comparisons_csv(comparisons: Any, path: Path) -> None:
     from jaxsafety.judges.data import to_csv
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        to_csv(comparisons, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, lambda tmp: to_csv(comparisons, tmp))
 
 
-def _lm_configs(args: argparse.Namespace) -> tuple[Any, list[Any]]:
-    """``--judge lm``: the judge's config (``--lm-steps``) and the two response LMs' (``--response-steps``),
-    validated before anything trains."""
-    import dataclasses
-
-    from jaxsafety.judges.lm_judge import LMJudgeConfig
-    from jaxsafety.train.pretrained import ArithmeticLMConfig
-
-    check_range("lm-steps", args.lm_steps, ge=1, integer=True)
-    try:
-        steps = tuple(int(x) for x in args.response_steps.split(","))
-    except ValueError:
-        steps = ()
-    check(len(steps) == 2, "response-steps", args.response_steps, "two integers STRONG,WEAK (training steps)")
-    try:
-        judge = dataclasses.replace(LMJudgeConfig(), steps=args.lm_steps)
-    except ConfigError as err:
-        raise ConfigError(
-            "lm-steps", args.lm_steps, f"a value the judge's optimizer accepts ({err})"
-        ) from None
-    base = ArithmeticLMConfig(d_model=32, n_layers=2, n_heads=4, max_operand=judge.max_operand, ops=judge.ops)
-    try:
-        lms = [dataclasses.replace(base, steps=s) for s in steps]
-    except ConfigError as err:
-        raise ConfigError("response-steps", args.response_steps, f"values the LMs accept ({err})") from None
-    return judge, lms
-
-
-def _lm_judge_setup(args: argparse.Namespace, cfg, lm_cfgs, key) -> tuple[Any, np.ndarray, str, list, dict]:
-    """``--judge lm``: the arithmetic LM judge (``--lm-steps``) and six response models, two zoo arithmetic LMs
-    (``--response-steps``) decoded at :data:`LM_TEMPERATURES`; the truth is each model's measured accuracy."""
-    from jaxsafety.judges.judges import CachedJudge
-    from jaxsafety.judges.lm_judge import (
-        make_generated_responses,
-        make_judge_task,
-        make_response_models,
-        preference_label,
-        train_lm_judge,
-    )
-    from jaxsafety.train.pretrained import arithmetic_lm
-
-    judge = train_lm_judge(cfg, seed=args.seed)
-    # the judge's held-out accuracy on fresh one-correct pairs (numpy streams its training table does not use)
-    ins, _ = make_judge_task(256, seed=args.seed + 1000, max_operand=cfg.max_operand, ops=cfg.ops)
-    pairs = make_response_models(ins, [0.5, 0.5], seed=args.seed + 1001, max_offset=cfg.max_offset)
-    truth = [str(a) for a in pairs.answers.tolist()]
-    items = [
-        (s, a, b) for s, a, b, t in zip(ins, *pairs.responses, truth, strict=True) if (a == t) != (b == t)
-    ]
-    labels = np.asarray([preference_label(*it) for it in items])
-    accuracy = float(np.mean((judge.judge_many(items) < 0.5).astype(int) == labels))
-    lms = [arithmetic_lm(c, seed=args.seed + 1 + i) for i, c in enumerate(lm_cfgs)]
-    models = [(lm, t) for lm, temps in zip(lms, LM_TEMPERATURES, strict=True) for t in temps]
-    steps = [c.steps for c in lm_cfgs]
-    names = [f"lm{s}_t{t:g}" for s, temps in zip(steps, LM_TEMPERATURES, strict=True) for t in temps]
-    instructions, _ = make_judge_task(
-        args.num_instructions, seed=args.seed + 2000, max_operand=cfg.max_operand
-    )
-    task = make_generated_responses(models, instructions, key=key, max_chars=cfg.max_response_len)
-    info = {"judge_steps": cfg.steps, "judge_accuracy": accuracy, "response_steps": steps,
-            "temperatures": [list(t) for t in LM_TEMPERATURES]}  # fmt: skip
-    return (
-        CachedJudge(judge.batched(task.instructions, task.responses)),
-        task.accuracy,
-        "accuracy",
-        names,
-        info,
-    )
-
-
-def tournament_cmd(args: argparse.Namespace) -> dict[str, Any]:
-    """The ``tournament`` command; returns the JSON payload (``_comparisons``: the records, for the CSV)."""
-    check_output_path("output", args.output, ".json")
-    if args.comparisons_csv is not None:
-        check_output_path("comparisons-csv", args.comparisons_csv, ".csv")
-    check_choice("judge", args.judge, JUDGES)
-    check_choice("format", args.format, FORMATS)
-    check_range("num-models", args.num_models, ge=2, integer=True)
-    check_range("num-instructions", args.num_instructions, ge=1, integer=True)
-    for field, value in (("nontransitivity", args.nontransitivity), ("noise", args.noise)):
-        check_range(field, value, ge=0.0)
-    if not math.isfinite(args.position_bias):
-        raise ConfigError("position-bias", args.position_bias, "finite numbers")
-    if args.format == "baseline":
-        check_range("baseline", args.baseline, ge=0, lt=args.num_models, integer=True)
-    if args.format == "swim":
-        check_range("repeats", args.repeats, ge=1, le=args.num_instructions, integer=True)
-    if args.budget is not None:
-        check_range("budget", args.budget, ge=1, integer=True)
-    if args.judge == "lm":
-        check(
-            args.num_models == 6, "num-models", args.num_models, "6 with --judge lm (2 LMs x 3 temperatures)"
-        )
-        judge_cfg, lm_cfgs = _lm_configs(args)
-
+def tournament_cmd(cfg: TournamentConfig) -> None:
+    """``tournament``: one tournament with the simulated or the LM judge; prints the ranking against the truth
+    and writes the JSON (and the comparisons CSV)."""
     import jax
 
     from jaxsafety.judges.judges import CachedJudge, make_simulated_judge
@@ -351,26 +364,31 @@ def tournament_cmd(args: argparse.Namespace) -> dict[str, Any]:
     from jaxsafety.xla_flags import enable_compilation_cache
 
     enable_compilation_cache()
-    k_judge, k_tournament = jax.random.split(jax.random.key(args.seed))
-    n, num_i = args.num_models, args.num_instructions
-    if args.judge == "lm":
-        cached, truth, truth_name, model_names, lm_info = _lm_judge_setup(args, judge_cfg, lm_cfgs, k_judge)
+    k_judge, k_tournament = jax.random.split(jax.random.key(cfg.seed))
+    n, num_i = cfg.num_models, cfg.num_instructions
+    if cfg.judge == "lm":
+        from jaxsafety.judges.lm_judge import lm_judge_tournament
+
+        judge_cfg, steps = cfg.lm_configs()
+        lm = lm_judge_tournament(judge_cfg, steps, num_instructions=num_i, seed=cfg.seed, key=k_judge)
+        cached = CachedJudge(lm.judge.batched(lm.task.instructions, lm.task.responses))
+        truth, truth_name, model_names, lm_info = lm.task.accuracy, "accuracy", lm.model_names, lm.info
     else:
         judge = make_simulated_judge(
             k_judge,
             n,
             num_i,
-            nontransitivity=args.nontransitivity,
-            position_bias=args.position_bias,
-            noise=args.noise,
+            nontransitivity=cfg.nontransitivity,
+            position_bias=cfg.position_bias,
+            noise=cfg.noise,
         )
         cached, truth, truth_name, model_names, lm_info = CachedJudge(judge), judge.skill, "skill", None, None
-    if args.format == "round_robin":
-        res = round_robin_tournament(cached, n, num_i, budget=args.budget)
-    elif args.format == "swim":
-        res = swim_tournament(cached, n, num_i, key=k_tournament, repeats=args.repeats, budget=args.budget)
+    if cfg.format == "round_robin":
+        res = round_robin_tournament(cached, n, num_i, budget=cfg.budget)
+    elif cfg.format == "swim":
+        res = swim_tournament(cached, n, num_i, key=k_tournament, repeats=cfg.repeats, budget=cfg.budget)
     else:
-        res = baseline_tournament(cached, n, num_i, baseline=args.baseline, budget=args.budget)
+        res = baseline_tournament(cached, n, num_i, baseline=cfg.baseline, budget=cfg.budget)
     corr = rank_correlations(res.scores, truth)
     names = model_names or res.comparisons.model_names
     true_order = np.argsort(-np.asarray(truth), kind="stable")
@@ -390,19 +408,19 @@ def tournament_cmd(args: argparse.Namespace) -> dict[str, Any]:
     result: dict[str, Any] = {
         "command": "tournament",
         "judge": {
-            "kind": args.judge,
+            "kind": cfg.judge,
             "num_models": n,
             "num_instructions": num_i,
-            "nontransitivity": args.nontransitivity,
-            "position_bias": args.position_bias,
-            "noise": args.noise,
-            "seed": args.seed,
+            "nontransitivity": cfg.nontransitivity,
+            "position_bias": cfg.position_bias,
+            "noise": cfg.noise,
+            "seed": cfg.seed,
             **({"lm": lm_info} if lm_info else {}),
         },
-        "format": args.format,
-        "baseline": names[args.baseline] if args.format == "baseline" else None,
-        "repeats": args.repeats if args.format == "swim" else None,
-        "budget": args.budget,
+        "format": cfg.format,
+        "baseline": names[cfg.baseline] if cfg.format == "baseline" else None,
+        "repeats": cfg.repeats if cfg.format == "swim" else None,
+        "budget": cfg.budget,
         "ranking": ranking,
         "true_ranking": [names[i] for i in true_order.tolist()],
         "spearman": _finite_or_none(corr.spearman),
@@ -411,18 +429,17 @@ def tournament_cmd(args: argparse.Namespace) -> dict[str, Any]:
         "num_distinct_judge_calls": int(cached.num_calls),
         "num_matches": int(res.num_matches),
         "exhausted": bool(res.exhausted),
-        "comparisons_csv": args.comparisons_csv,
-        "_comparisons": res.comparisons,
+        "comparisons_csv": None if cfg.comparisons_csv is None else str(cfg.comparisons_csv),
     }
     if lm_info:
         print(
-            f"{args.format} tournament, LM judge (held-out accuracy {lm_info['judge_accuracy']:.3f}): {n} response "
+            f"{cfg.format} tournament, LM judge (held-out accuracy {lm_info['judge_accuracy']:.3f}): {n} response "
             f"models generated by zoo arithmetic LMs, {num_i} instructions"
         )
     else:
         print(
-            f"{args.format} tournament, simulated judge: {n} models, {num_i} instructions, "
-            f"nontransitivity={args.nontransitivity}, position_bias={args.position_bias}, noise={args.noise}"
+            f"{cfg.format} tournament, simulated judge: {n} models, {num_i} instructions, "
+            f"nontransitivity={cfg.nontransitivity}, position_bias={cfg.position_bias}, noise={cfg.noise}"
         )
     print_table(
         ["rank", "model", "score", "true rank", truth_name],
@@ -442,76 +459,24 @@ def tournament_cmd(args: argparse.Namespace) -> dict[str, Any]:
         f"ranking; {result['num_judge_calls']} judge calls ({result['num_distinct_judge_calls']} distinct), "
         f"{result['num_matches']} matches" + (", budget exhausted (* = unranked)" if res.exhausted else "")
     )
-    return result
+    if cfg.comparisons_csv is not None:
+        _write_comparisons_csv(res.comparisons, cfg.comparisons_csv)
+    write_json_atomic(cfg.output, result)
+    print(f"wrote {cfg.output}" + (f" and {cfg.comparisons_csv}" if cfg.comparisons_csv is not None else ""))
 
 
 # ----------------------------------------------------------------------------------------------------------------
 
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m jaxsafety.judges", description=__doc__.split("\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    # Choices are checked by the commands (ConfigError, one line naming the accepted values), not by argparse.
-    p = sub.add_parser("fit", help="Bradley-Terry / Elo ratings from a comparisons CSV")
-    p.add_argument(
-        "--input", required=True, help="CSV: model_a,model_b,winner|prob_a[,instruction][,position]"
-    )
-    p.add_argument("--output", required=True, help="JSON file to write (atomically)")
-    p.add_argument(
-        "--bootstrap", type=int, default=200, help="bootstrap resamples for 95%% intervals (0: none)"
-    )
-    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resamples")
-    p.add_argument("--ties", default="half", help="half (a tie is half a win) or davidson (Davidson 1970)")
-    p.add_argument("--l2", type=float, default=1e-6, help="Gaussian prior precision on the scores")
-    p.add_argument(
-        "--anchor", default=None, help="model whose Elo is fixed at 1000 (default: the mean is 1000)"
-    )
-    p.add_argument("--method", default="auto", help="solver: auto, newton, newman or mm")
-    p.set_defaults(run=fit_cmd)
-
-    p = sub.add_parser("tournament", help="rank models with a simulated judge or the zoo LM judge")
-    p.add_argument(
-        "--judge",
-        default="simulated",
-        help="simulated, or lm: the zoo LM judge ranking 6 response models that zoo arithmetic LMs generate",
-    )
-    p.add_argument("--lm-steps", type=int, default=1600, help="--judge lm: training steps of the LM judge")
-    p.add_argument(
-        "--response-steps", default="300,60", help="--judge lm: training steps of the two response LMs"
-    )
-    p.add_argument("--format", required=True, help="round_robin, swim or baseline")
-    p.add_argument("--num-models", type=int, default=8)
-    p.add_argument("--num-instructions", type=int, default=32)
-    p.add_argument(
-        "--nontransitivity", type=float, default=0.0, help="disc-game (rock-paper-scissors) weight"
-    )
-    p.add_argument("--position-bias", type=float, default=0.0, help="logit bonus of the first-shown response")
-    p.add_argument("--noise", type=float, default=0.0, help="standard deviation of the judge's logit noise")
-    p.add_argument("--baseline", type=int, default=0, help="baseline model index (format baseline)")
-    p.add_argument("--repeats", type=int, default=3, help="instructions per Swim match")
-    p.add_argument("--budget", type=int, default=None, help="judge-call budget (default: unlimited)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the judge and the tournament's draws")
-    p.add_argument("--output", required=True, help="JSON file to write (atomically)")
-    p.add_argument("--comparisons-csv", default=None, help="also write the comparisons (readable by fit)")
-    p.set_defaults(run=tournament_cmd)
-    return parser
+COMMANDS = {
+    "fit": Subcommand(
+        FitConfig, fit_cmd, load=_load_fit, help="Bradley-Terry / Elo ratings from a comparisons CSV"
+    ),
+    "tournament": Subcommand(
+        TournamentConfig, tournament_cmd, help="rank models with a simulated judge or the zoo LM judge"
+    ),
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status (0 ok, 2 bad input)."""
-    from jaxsafety.io import write_json_atomic
-
-    args = _parser().parse_args(argv)
-    try:
-        result = args.run(args)
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    comparisons = result.pop("_comparisons", None)
-    if comparisons is not None and args.comparisons_csv is not None:
-        _write_csv_atomic(comparisons, args.comparisons_csv)
-    write_json_atomic(args.output, result)
-    extra = f" and {args.comparisons_csv}" if comparisons is not None and args.comparisons_csv else ""
-    print(f"wrote {args.output}{extra}")
-    return 0
+    return run_subcommands("python -m jaxsafety.judges", COMMANDS, argv, description=__doc__.split("\n")[0])

@@ -193,10 +193,15 @@ def test_tournament_with_transitive_judge_is_exact_and_its_csv_refits(tmp_path, 
 @pytest.mark.parametrize(
     ("extra", "match"),
     [
-        (["--num-models", "8"], "num-models=8"),
-        (["--lm-steps", "0"], "lm-steps=0"),
-        (["--response-steps", "300"], "response-steps='300'"),
-        (["--response-steps", "10,5"], "response-steps='10,5'"),  # below the LMs' warm-up
+        (["--num-models", "8"], "error: num_models=8 is invalid"),
+        (["--lm-steps", "0"], "error: lm_steps=0 is invalid"),
+        (["--response-steps", "300"], "error: response_steps='300' is invalid"),
+        (["--response-steps", "10,5"], "error: response_steps='10,5' is invalid"),  # below the LMs' warm-up
+        (
+            ["--position-bias", "inf"],
+            "error: position_bias=inf is invalid: accepted values are finite numbers",
+        ),
+        (["--format", "knockout"], "error: format='knockout' is invalid"),
     ],
 )
 def test_tournament_lm_judge_bad_flags_exit_2_before_training(tmp_path, capsys, extra, match):

@@ -23,10 +23,12 @@ from jaxsafety.judges.lm_judge import (
     LMJudge,
     LMJudgeConfig,
     judge_prompt,
+    lm_judge_tournament,
     make_generated_responses,
     make_judge_task,
     make_response_models,
     preference_label,
+    response_lm_config,
     train_lm_judge,
     untrained_lm_judge,
 )
@@ -255,3 +257,32 @@ def test_training_rows_hold_one_correct_answer_and_malformed_wrong_ones():
         malformed += not (wrong.isdigit() and 0 < abs(int(wrong) - int(answer)) <= cfg.max_offset)
     assert abs(judged / cfg.num_train - (1 - cfg.equation_fraction)) < 0.05
     assert abs(malformed / judged - cfg.malformed_fraction) < 0.06
+
+
+def test_lm_judge_tournament_checks_everything_before_training(tmp_path):
+    """The response LMs are the judge's task (operands, ops) at the given steps; bad steps or temperatures raise
+    ConfigError before any model trains (the cache stays empty). The pipeline itself runs in the slow
+    tests/judges/test_cli.py::test_tournament_lm_judge_end_to_end."""
+    lm = response_lm_config(ARITH, 60)
+    assert (lm.max_operand, lm.ops, lm.steps, lm.d_model, lm.n_layers) == (
+        ARITH.max_operand,
+        ARITH.ops,
+        60,
+        32,
+        2,
+    )
+    key = jax.random.key(0)
+    bad = [
+        (
+            {"response_steps": (300,)},
+            "response_steps=\\[300\\] is invalid: accepted values are one training-step",
+        ),
+        ({"response_steps": (300, 10)}, "optim"),  # below the LM's warm-up
+        ({"temperatures": ((0.0,), (-1.0,))}, "temperatures\\[1\\]=-1.0"),
+        ({"num_instructions": 0}, "num_instructions=0"),
+    ]
+    for kwargs, match in bad:
+        args = {"response_steps": (300, 60), "num_instructions": 4, **kwargs}
+        with pytest.raises(ConfigError, match=match):
+            lm_judge_tournament(ARITH, args.pop("response_steps"), seed=0, key=key, root=tmp_path, **args)
+    assert list(tmp_path.iterdir()) == []
