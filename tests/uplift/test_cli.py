@@ -139,3 +139,31 @@ def test_run_and_published(tmp_path, capsys):
     assert pub["uplift"]["harm_none"] < pub["uplift"]["harm_post"] < pub["uplift"]["harm_pre"]
     assert main(["run", "--params", str(params), "--output", str(tmp_path / "x.txt")]) == 2
     assert "output=" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["run", "--params", "{dir}/nope.yaml", "--output", "{dir}/r.json"], "error: params='{dir}/nope.yaml' is invalid"),
+        (["run", "--params", "{dir}/params.yaml", "--output", "{dir}/r.json", "--scenario", "strict"],
+         "error: scenario='strict' is invalid"),
+        (["run", "--params", "{dir}/params.yaml", "--output", "{dir}/r.json", "--scenarios", "1"],
+         "error: scenarios=1 is invalid: accepted values are integers >= 2"),
+        (["fit-redteam", "--input", "{dir}/bad.csv", "--output", "{dir}/f.json"],
+         "error: bad.csv:row 3:found='maybe' is invalid"),
+        (["fit-redteam", "--input", "{dir}/redteam_example.csv", "--output", "{dir}/f.json", "--family", "gamma"],
+         "error: family='gamma' is invalid"),
+        (["published", "--output", "{dir}/p.json", "--simulations", "0"], "error: simulations=0 is invalid"),
+        (["check", "--case", "{dir}/case.yaml", "--out", "{dir}/params.yaml"], "error: out='{dir}/params.yaml' is"),
+        (["check", "--case", "{dir}/case.yaml", "--swing-scenarios", "1"], "error: swing_scenarios=1 is invalid"),
+        (["check"], "error: the following arguments are required: --case"),
+        (["fit", "--input", "x.csv"], "error: argument COMMAND: invalid choice: 'fit'"),
+    ],
+)  # fmt: skip
+def test_bad_input_exits_2_with_one_line_before_writing(case_dir, capsys, argv, message):
+    (case_dir / "bad.csv").write_text("time,found\n1.5,1\n2.0,maybe\n")
+    before = sorted(p.name for p in case_dir.iterdir())
+    assert main([a.format(dir=case_dir) for a in argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(message.format(dir=case_dir)) and err.count("\n") == 1, err
+    assert sorted(p.name for p in case_dir.iterdir()) == before
