@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -141,25 +142,37 @@ def breakdown(a, b, y, num_models: int, repeats: int) -> dict[str, Any]:
     return out
 
 
-def size_row(num_models: int, num_comparisons: int, budget: Budget) -> dict[str, Any]:
+def fit_calls(a: np.ndarray, b: np.ndarray, y: np.ndarray, num_models: int) -> dict[str, Callable[[], Any]]:
+    """The timed calls on one set of comparisons, ``{"ours", "choix", "evalica"}``, each fitting from scratch
+    (the peers' inputs converted here, outside the timed calls); :func:`centred_scores` reads their results."""
     import choix
     import evalica
 
-    theta, a, b, y = synthetic_comparisons(num_models, num_comparisons)
     data = choix_data(a, b, y)
     ev_in = evalica_inputs(a, b, y, num_models)
-    calls = {
+    return {
         "ours": lambda: fit_bradley_terry(a, b, y, num_models=num_models),
         "choix": lambda: choix.ilsr_pairwise(num_models, data, alpha=0.0),
         "evalica": lambda: evalica.bradley_terry(**ev_in),
     }
+
+
+def centred_scores(name: str, result: Any, num_models: int) -> np.ndarray:
+    """Centred log-strengths ``[n]`` (float64, model order) from the result of ``fit_calls(...)[name]()``."""
+    if name == "ours":
+        return _centred(result.scores)
+    if name == "choix":
+        return _centred(result)
+    return evalica_scores(result, num_models)
+
+
+def size_row(num_models: int, num_comparisons: int, budget: Budget) -> dict[str, Any]:
+    theta, a, b, y = synthetic_comparisons(num_models, num_comparisons)
+    calls = fit_calls(a, b, y, num_models)
     timings = time_interleaved(calls, repeats=budget.repeats)
-    ours = fit_bradley_terry(a, b, y, num_models=num_models)
-    scores = {
-        "ours": _centred(ours.scores),
-        "choix": _centred(calls["choix"]()),
-        "evalica": evalica_scores(calls["evalica"](), num_models),
-    }
+    results = {name: call() for name, call in calls.items()}
+    ours = results["ours"]
+    scores = {name: centred_scores(name, r, num_models) for name, r in results.items()}
     delta = {
         "ours_vs_choix": float(np.max(np.abs(scores["ours"] - scores["choix"]))),
         "ours_vs_evalica": float(np.max(np.abs(scores["ours"] - scores["evalica"]))),

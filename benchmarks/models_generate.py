@@ -41,6 +41,7 @@ with its standard error over rows; their difference should be within a few stand
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -58,21 +59,45 @@ from benchmarks.models_train import (
 )
 from jaxsafety.models.generate import SamplingConfig, generate, sequence_logprobs
 
-__all__ = ["SHARPEN", "rows", "run", "sample_rows"]
+__all__ = [
+    "LOGIT_ATOL",
+    "NEAR_TIE",
+    "SHARPEN",
+    "greedy_agreement",
+    "greedy_calls",
+    "greedy_models",
+    "rows",
+    "run",
+    "sample_rows",
+]
 
 SHARPEN = 10.0
+# The two sides' logits on the same sequence differ by float32 rounding only (~1e-5 here); where they differ by
+# less than LOGIT_ATOL, the argmaxes can differ only where the top-2 gap is below 2 * LOGIT_ATOL. NEAR_TIE (5x
+# that) also covers the cached decode's own rounding against the uncached forward used to measure the gap.
+LOGIT_ATOL = 1e-3
+NEAR_TIE = 1e-2
 
 
-def _row(
-    arch: str, cfg: Any, batch: int, prompt_len: int, new: int, repeats: int, threads: tuple[int, ...]
-) -> dict[str, Any]:
-    import torch
-
+def greedy_models(cfg: Any, batch: int, prompt_len: int) -> tuple[Any, Any, np.ndarray]:
+    """``(ours, hf, prompt [batch, prompt_len] int32)``: our seed-0 model with its final norm's scale multiplied
+    by :data:`SHARPEN`, the same weights as a HF torch model in eval mode, and the rows' random prompts."""
     model = make_model(cfg)
     model.final_norm.scale[...] = model.final_norm.scale[...] * SHARPEN
     hf = load_hf(model)
     hf.eval()
     prompt_np = np.random.default_rng(2).integers(0, cfg.vocab_size, (batch, prompt_len), dtype=np.int32)
+    return model, hf, prompt_np
+
+
+def greedy_calls(
+    model: Any, hf: Any, prompt_np: np.ndarray, new: int
+) -> tuple[Callable[[], jax.Array], Callable[[int], Callable[[], Any]]]:
+    """The timed calls: ``ours() -> tokens [B, new]`` (:func:`generate`, greedy) and ``hf_generate(threads)``,
+    a call of HF ``generate`` (greedy, EOS off, exactly ``new`` tokens) at ``threads`` torch threads returning the
+    prompt followed by the tokens ``[B, P + new]``."""
+    import torch
+
     prompt = jnp.asarray(prompt_np)
     sampling = SamplingConfig(max_new_tokens=new, temperature=0.0)
 
@@ -82,7 +107,7 @@ def _row(
     ids = torch.as_tensor(prompt_np, dtype=torch.long)
     attention = torch.ones_like(ids)
 
-    def hf_generate(threads: int):
+    def hf_generate(threads: int) -> Callable[[], Any]:
         def call() -> Any:
             torch.set_num_threads(threads)
             with torch.no_grad():
@@ -99,6 +124,57 @@ def _row(
 
         return call
 
+    return ours, hf_generate
+
+
+def greedy_agreement(
+    model: Any, hf: Any, prompt_np: np.ndarray, ours_tokens: np.ndarray, hf_tokens: np.ndarray
+) -> dict[str, Any]:
+    """Do both sides produce the same greedy tokens, wherever the choice is not a near-tie?
+
+    Both models score ``prompt + ours_tokens`` ``[B, P + N]`` in one uncached forward; the logits that chose the
+    ``N`` generated tokens (positions ``P - 1 .. P + N - 2``) are compared (``max_logit_diff``), and in each row
+    the tokens must agree up to the first position whose top-2 gap (our logits) is below :data:`NEAR_TIE`: there
+    a float32 rounding difference may pick the other token, and the continuations legitimately part.
+    ``first_near_tie`` / ``first_mismatch`` ``[B]`` (``N`` where none), ``rows_agree_until_near_tie``,
+    ``tokens_compared`` (positions before each row's first near-tie), ``min_top2_gap``."""
+    import torch
+
+    prompt_len, new = prompt_np.shape[1], ours_tokens.shape[1]
+    if hf_tokens.shape != ours_tokens.shape:
+        raise RuntimeError(
+            f"HF generated {hf_tokens.shape}, ours {ours_tokens.shape}: expected the same shape"
+        )
+    seq = np.concatenate([prompt_np, ours_tokens], axis=1).astype(np.int32)
+    chose = slice(prompt_len - 1, prompt_len + new - 1)
+    ours_logits = np.asarray(model(jnp.asarray(seq)), np.float64)[:, chose]
+    with torch.no_grad():
+        hf_logits = hf(input_ids=torch.as_tensor(seq, dtype=torch.long)).logits.double().numpy()[:, chose]
+    top2 = np.sort(ours_logits, axis=-1)[..., -2:]
+    gap = top2[..., 1] - top2[..., 0]  # [B, N]
+
+    def first(flags: np.ndarray) -> np.ndarray:
+        return np.where(flags.any(-1), flags.argmax(-1), new)
+
+    first_near_tie = first(gap < NEAR_TIE)
+    first_mismatch = first(ours_tokens != hf_tokens)
+    return {
+        "max_logit_diff": float(np.abs(ours_logits - hf_logits).max()),
+        "min_top2_gap": float(gap.min()),
+        "first_near_tie": first_near_tie.tolist(),
+        "first_mismatch": first_mismatch.tolist(),
+        "rows_agree_until_near_tie": int((first_mismatch >= first_near_tie).sum()),
+        "tokens_compared": int(first_near_tie.sum()),
+    }
+
+
+def _row(
+    arch: str, cfg: Any, batch: int, prompt_len: int, new: int, repeats: int, threads: tuple[int, ...]
+) -> dict[str, Any]:
+    import torch
+
+    model, hf, prompt_np = greedy_models(cfg, batch, prompt_len)
+    ours, hf_generate = greedy_calls(model, hf, prompt_np, new)
     threads0 = torch.get_num_threads()
     hf_names = [hf_name(n) for n in threads]
     calls = {"ours": ours, **{hf_name(n): hf_generate(n) for n in threads}}
@@ -106,10 +182,7 @@ def _row(
     ours_tokens = np.asarray(ours())
     hf_tokens = calls[hf_names[0]]()[:, prompt_len:].numpy()
     torch.set_num_threads(threads0)
-    if hf_tokens.shape != ours_tokens.shape:
-        raise RuntimeError(
-            f"HF generated {hf_tokens.shape}, ours {ours_tokens.shape}: expected [{batch}, {new}]"
-        )
+    agreement = greedy_agreement(model, hf, prompt_np, ours_tokens, hf_tokens)
     same = ours_tokens == hf_tokens
     hf_best = min(hf_names, key=lambda k: t[k].median_s)
     work = batch * new
@@ -129,6 +202,7 @@ def _row(
         "ours_compile_s": t["ours"].compile_s,
         "agreement": float(same.mean()),
         "rows_identical": int(same.all(-1).sum()),
+        "greedy_agreement": agreement,
         "timings": {k: v.to_dict() for k, v in t.items()},
     }
     print(

@@ -41,7 +41,7 @@ import resource
 import tempfile
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -50,10 +50,12 @@ from flax import nnx
 
 from benchmarks.harness import cli_main, time_interleaved
 from jaxsafety.models import GPT2, GPT2Config, Llama, LlamaConfig, to_hf
+from jaxsafety.models.hf import param_dict
 from jaxsafety.train import OptimizerConfig, make_optimizer
 from jaxsafety.train.lm import make_lm_train_step
 
 __all__ = [
+    "OursTrainCall",
     "batch_shape",
     "hf_flops_per_token",
     "hf_name",
@@ -207,9 +209,19 @@ def train_tokens(cfg: Any, batch: int, seq: int) -> np.ndarray:
     return np.random.default_rng(1).integers(0, cfg.vocab_size, (batch, seq), dtype=np.int32)
 
 
-def ours_train_call(model: GPT2 | Llama, tokens_np: np.ndarray) -> tuple[Callable[[], jax.Array], Any, float]:
-    """One step of the library's train step per call (state donated from step to step, as in a training loop):
-    ``(call -> loss, compiled executable, compile seconds)``."""
+class OursTrainCall(NamedTuple):
+    """:func:`ours_train_call`'s result: ``call() -> loss`` runs one step; ``params()`` are the current parameters
+    (numpy copies, by dotted path as :func:`jaxsafety.models.hf.param_dict`)."""
+
+    call: Callable[[], jax.Array]
+    compiled: Any
+    compile_s: float
+    params: Callable[[], dict[str, np.ndarray]]
+
+
+def ours_train_call(model: GPT2 | Llama, tokens_np: np.ndarray) -> OursTrainCall:
+    """One step of the library's train step per call (state donated from step to step, as in a training loop),
+    with the compiled executable, its compile seconds and a reader of the current parameters."""
     optimizer = nnx.Optimizer(model, make_optimizer(ADAMW), wrt=nnx.Param)
     graphdef, state = nnx.split((model, optimizer))
     batch = {"tokens": jnp.asarray(tokens_np), "mask": jnp.ones(tokens_np.shape, jnp.int32)}
@@ -223,7 +235,11 @@ def ours_train_call(model: GPT2 | Llama, tokens_np: np.ndarray) -> tuple[Callabl
         holder["state"], metrics = compiled(holder["state"], batch)
         return metrics["loss"]
 
-    return ours, compiled, compile_s
+    def params() -> dict[str, np.ndarray]:
+        trained, _ = nnx.merge(graphdef, holder["state"])
+        return {k: np.array(v) for k, v in param_dict(trained).items()}
+
+    return OursTrainCall(ours, compiled, compile_s, params)
 
 
 def hf_train_call(hf: Any, tokens_np: np.ndarray) -> Callable[[], float]:
@@ -258,7 +274,7 @@ def _row(
     hf = load_hf(model)
     hf.train()
     tokens_np = train_tokens(cfg, batch, seq)
-    ours, compiled, ours_compile = ours_train_call(model, tokens_np)
+    ours, compiled, ours_compile, _ = ours_train_call(model, tokens_np)
     hf_step = hf_train_call(hf, tokens_np)
 
     threads0 = torch.get_num_threads()

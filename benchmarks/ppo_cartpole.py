@@ -140,27 +140,32 @@ def _time_programs(trains: dict[str, Any], seeds: int, repeats: int) -> dict[str
     )
 
 
-def throughput_jax(budget: Budget) -> list[dict[str, Any]]:
-    """Steps/s of ours and the PureJaxRL-style reference at each seed count (same env steps per call)."""
+def same_algorithm_trains(total_timesteps: int) -> dict[str, Any]:
+    """``{SAME: train, "purejaxrl": train}``: ours with ``bootstrap_truncation=False`` and the PureJaxRL-style
+    reference, the same algorithm at the same hyperparameters, each ``train(key) -> (state, metrics)`` with
+    ``metrics["episode_return"]`` ``[num_updates]``, for ``total_timesteps`` env steps per seed (whole updates)."""
     from benchmarks import purejaxrl_ppo
 
+    same_cfg = PPOConfig(total_timesteps=total_timesteps, bootstrap_truncation=False)
+    ref_cfg = purejaxrl_ppo.RefConfig(total_timesteps=total_timesteps)
+    if same_cfg.env_steps != ref_cfg.env_steps:
+        raise ValueError(
+            f"total_timesteps={total_timesteps}: ours runs {same_cfg.env_steps} env steps, the reference "
+            f"{ref_cfg.env_steps}; accepted values are whole updates of both"
+        )
+    return {SAME: make_train(same_cfg), "purejaxrl": purejaxrl_ppo.make_train(ref_cfg)}
+
+
+def throughput_jax(budget: Budget) -> list[dict[str, Any]]:
+    """Steps/s of ours and the PureJaxRL-style reference at each seed count (same env steps per call)."""
     rows = []
     for seeds in budget.seeds:
         base = PPOConfig()
         per_seed = _per_seed_steps(budget.steps_per_call, seeds, base.num_envs * base.num_steps)
         ours_cfg = PPOConfig(total_timesteps=per_seed)
-        same_cfg = dataclasses.replace(ours_cfg, bootstrap_truncation=False)
-        ref_cfg = purejaxrl_ppo.RefConfig(total_timesteps=per_seed)
-        assert ours_cfg.env_steps == ref_cfg.env_steps
         steps = seeds * ours_cfg.env_steps
         timings = _time_programs(
-            {
-                "ours": make_train(ours_cfg),
-                SAME: make_train(same_cfg),
-                "purejaxrl": purejaxrl_ppo.make_train(ref_cfg),
-            },
-            seeds,
-            budget.repeats,
+            {"ours": make_train(ours_cfg), **same_algorithm_trains(per_seed)}, seeds, budget.repeats
         )
         ours, same, ref = timings["ours"], timings[SAME], timings["purejaxrl"]
         row = {

@@ -118,8 +118,8 @@ def _ours_call(arch: str, quick: bool) -> tuple[Any, Any]:
     from benchmarks.models_train import make_model, ours_train_call
 
     cfg, tokens = _inputs(arch, quick)
-    call, compiled, _ = ours_train_call(make_model(cfg), tokens)
-    return call, compiled
+    ours = ours_train_call(make_model(cfg), tokens)
+    return ours.call, ours.compiled
 
 
 def _hf_call(arch: str, quick: bool) -> Any:

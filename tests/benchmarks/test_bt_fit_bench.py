@@ -1,5 +1,6 @@
-"""Bradley-Terry benchmark: a tiny run yields a complete payload in which ours, choix and evalica reach the same
-optimum on the same comparisons, and the peers' input/output conversions are right."""
+"""Bradley-Terry benchmark: ours, choix and evalica reach the same optimum on the same comparisons (the timed
+calls at the quick sizes, and in a tiny run's complete payload), and the peers' input/output conversions are
+right."""
 
 from __future__ import annotations
 
@@ -8,10 +9,7 @@ import math
 import types
 
 import numpy as np
-import pytest
-
-pytest.importorskip("choix")
-pytest.importorskip("evalica")
+import pandas as pd  # evalica's dependency
 
 from benchmarks import bt_fit
 from benchmarks.harness import write_result
@@ -43,6 +41,19 @@ def test_tiny_run_payload_is_complete_and_all_reach_the_same_optimum(tmp_path):
     assert json.loads(path.read_text())["rows"][0]["num_models"] == 12
 
 
+def test_ours_choix_and_evalica_reach_the_same_scores_on_the_same_comparisons():
+    # the benchmark's timed calls at its quick sizes, each result read back independently of the payload
+    for num_models, num_comparisons in bt_fit.QUICK.sizes:
+        theta, a, b, y = bt_fit.synthetic_comparisons(num_models, num_comparisons)
+        calls = bt_fit.fit_calls(a, b, y, num_models)
+        scores = {name: bt_fit.centred_scores(name, call(), num_models) for name, call in calls.items()}
+        assert all(s.shape == (num_models,) for s in scores.values())
+        for peer in ("choix", "evalica"):
+            np.testing.assert_allclose(scores["ours"], scores[peer], rtol=0, atol=bt_fit.SAME_OPTIMUM_ATOL)
+        # and the optimum is the planted strengths', up to sampling noise (a fit of noise would be ~1 off)
+        assert np.abs(scores["ours"] - (theta - theta.mean())).max() < 0.5
+
+
 def test_peer_conversions():
     _, a, b, y = bt_fit.synthetic_comparisons(5, 400, seed=3)
     assert np.all(a != b) and set(np.unique(y)) <= {0.0, 1.0}
@@ -50,8 +61,6 @@ def test_peer_conversions():
     assert data[0] == ((a[0], b[0]) if y[0] == 1.0 else (b[0], a[0]))
     inputs = bt_fit.evalica_inputs(a, b, y, 5)
     assert inputs["xs"] == a.tolist() and len(inputs["winners"]) == 400
-
-    import pandas as pd  # evalica's dependency
 
     # evalica returns strengths sorted by score, indexed by model
     result = types.SimpleNamespace(scores=pd.Series([4.0, 1.0, 0.25, 2.0, 0.5], index=[3, 0, 4, 1, 2]))

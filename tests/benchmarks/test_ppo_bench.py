@@ -1,4 +1,5 @@
-"""PPO CartPole benchmark: the quick run produces a complete payload, and its PureJaxRL-style peer really learns."""
+"""PPO CartPole benchmark: ours on the reference's algorithm and the PureJaxRL-style peer learn alike over seeds
+(slow), the quick run produces a complete payload (slow), and the episode-weighted trailing mean."""
 
 from __future__ import annotations
 
@@ -6,17 +7,40 @@ import math
 
 import jax
 import numpy as np
+import pytest
 
-from benchmarks import ppo_cartpole, purejaxrl_ppo
+from benchmarks import ppo_cartpole
+
+# 60 updates of 512 env steps, 16 seeds a side. Statistic: the area under the learning curve (mean over updates of
+# the mean return of the episodes that ended in each update), per seed. Measured over 32 seeds a side
+# (split(key(1), 32) and split(key(2), 32), this AMD EPYC, 2026-12): ours 101.6 (sd 11.5 over seeds),
+# PureJaxRL-style 100.6 (sd 13.4); a policy that never learns scores ~24. With 16 seeds a side the difference of
+# the means has a standard error of sqrt((11.5^2 + 13.4^2) / 16) = 4.4: the margin is 4 of those.
+PPO_UPDATES, PPO_SEEDS, AUC_MARGIN = 60, 16, 18.0
 
 
-def _positive(x: float) -> bool:
-    return isinstance(x, float) and math.isfinite(x) and x > 0
+@pytest.mark.slow
+def test_same_algorithm_returns_agree_with_purejaxrl_over_seeds():
+    trains = ppo_cartpole.same_algorithm_trains(PPO_UPDATES * 512)
+    keys = jax.random.split(jax.random.key(0), PPO_SEEDS)
+    curves = {}
+    for name, train in trains.items():
+        _, metrics = jax.jit(jax.vmap(train))(keys)
+        ret = np.asarray(metrics["episode_return"], np.float64)
+        assert ret.shape == (PPO_SEEDS, PPO_UPDATES) and np.asarray(metrics["episodes"]).sum() > 0
+        curves[name] = ret
+    auc = {name: np.nanmean(ret, axis=1).mean() for name, ret in curves.items()}
+    for name, ret in curves.items():
+        # both learn: from a random policy (~24, measured first-5 means 22-28) to well over 100 (last-10 means of
+        # single seeds >= 108 over the 64 runs measured)
+        first, last = np.nanmean(ret[:, :5]), np.nanmean(ret[:, -10:])
+        assert first < 40 and last > 2.5 * first and last > 100, (name, first, last)
+    assert abs(auc[ppo_cartpole.SAME] - auc["purejaxrl"]) < AUC_MARGIN, auc
 
 
+@pytest.mark.slow
 def test_quick_run_payload_is_complete_and_positive():
-    # SB3 is timed only where stable-baselines3 is installed (the benchmark checks, like pytest.importorskip)
-    payload = ppo_cartpole.run(quick=True)
+    payload = ppo_cartpole.run(quick=True, sb3=False)
     budget = ppo_cartpole.QUICK
     assert [r["seeds"] for r in payload["jax"]] == list(budget.seeds)
     for row in payload["jax"]:
@@ -29,29 +53,8 @@ def test_quick_run_payload_is_complete_and_positive():
         assert _positive(row[f"ratio_{ppo_cartpole.SAME}_over_purejaxrl"])
     for key in ("ours_over_purejaxrl", f"{ppo_cartpole.SAME}_over_purejaxrl"):
         assert set(payload["ratios"][key]) == {str(s) for s in budget.seeds}
-    if ppo_cartpole.sb3_available():
-        assert payload["sb3_skipped"] is None
-        assert payload["sb3"]["best_threads"] in (1, 2)
-        for threads in (1, 2):
-            assert _positive(payload["sb3"][f"threads_{threads}"]["steps_per_s"])
-        assert _positive(payload["ratios"]["ours_over_sb3_8_seeds"])
-    else:
-        assert payload["sb3"] is None and payload["sb3_skipped"]
+    assert payload["sb3"] is None and payload["sb3_skipped"] == "disabled"
     assert payload["final_return"] is None  # skipped in quick mode
-
-
-def test_purejaxrl_reference_learns_cartpole():
-    # 60 updates of 512 steps (one seed): a working PPO goes from ~20 (random policy) to well over 100. Measured
-    # over 16 seeds (split(key(1000), 16), this AMD EPYC): first 5 updates 22.9-26.5 (< 40), last 5 104-191
-    # (> 80: margin 24) and last / first >= 4.2 (> 2.5); key(0): 24.9 -> 170.2.
-    config = purejaxrl_ppo.RefConfig(total_timesteps=60 * 512)
-    _, metrics = jax.jit(purejaxrl_ppo.make_train(config))(jax.random.key(0))
-    ret = np.asarray(metrics["episode_return"])
-    assert ret.shape == (config.num_updates,)
-    first, last = np.nanmean(ret[:5]), np.nanmean(ret[-5:])
-    assert first < 40, first
-    assert last > 2.5 * first and last > 80, (first, last)
-    assert int(np.asarray(metrics["episodes"]).sum()) > 0
 
 
 def test_last_episodes_mean_weights_by_episode_count():
@@ -61,3 +64,7 @@ def test_last_episodes_mean_weights_by_episode_count():
     assert ppo_cartpole.last_episodes_mean(ret, cnt, n=1) == 500.0
     assert ppo_cartpole.last_episodes_mean(ret, cnt, n=4) == (3 * 100.0 + 500.0) / 4
     assert ppo_cartpole.last_episodes_mean(ret, cnt, n=100) == (50 * 10.0 + 3 * 100.0 + 500.0) / 54
+
+
+def _positive(x: float) -> bool:
+    return isinstance(x, float) and math.isfinite(x) and x > 0
