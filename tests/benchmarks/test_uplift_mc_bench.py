@@ -61,6 +61,23 @@ def test_tiny_run_payload_is_complete_and_both_sides_agree(tmp_path):
     assert json.loads(path.read_text())["agreement"]["scenarios_outputs"] == TINY.peer_scenarios
 
 
+def test_agreement_measures_see_a_one_percent_change():
+    # the payload's agreement numbers (asserted above) come from these: a 1% change must show as 1e-2
+    rng = np.random.default_rng(0)
+    peer = {k: rng.uniform(1.0, 2.0, 64) for k in un.OUTPUTS}
+    ours = {k: v.copy() for k, v in peer.items()}
+    ours["harm.safeguarded"][3] *= 1.01
+    ours["risk_reduction"][5] += 0.01 * peer["harm.none"][5]
+    out = uplift_mc.output_agreement(ours, peer)
+    assert out["harm.safeguarded"]["max_rel_diff"] == pytest.approx(0.01)
+    assert out["risk_reduction"]["max_rel_diff"] == pytest.approx(0.01)
+    assert out["harm.none"]["max_rel_diff"] == 0.0
+    sens = uplift_mc.sensitivity_agreement(
+        {"a": np.array([1.01]), "b": 2.0}, {"a": np.array([1.0]), "b": 2.0}
+    )
+    assert sens["a"]["max_rel_diff"] == pytest.approx(0.01) and sens["b"]["max_rel_diff"] == 0.0
+
+
 def _success_brute_force(p, u, sd, g) -> float:
     """P(all steps succeed) by enumerating which steps had the model (a Markov chain: kept for step k with
     probability g_k while kept, never regained), each path's success probability integrated over skill by QUADPACK."""
