@@ -56,7 +56,7 @@ import numpy as np
 
 from jaxsafety.config import ConfigError, check_choice
 from jaxsafety.scaling._special import lgamma, lgamma_diff, log_beta, stirling_remainder
-from jaxsafety.scaling.passk import _concrete, check_counts
+from jaxsafety.scaling.passk import check_counts, concrete_or_none
 
 __all__ = [
     "DistributionParams",
@@ -128,7 +128,7 @@ def check_distribution_params(params: DistributionParams) -> None:
         ("beta", lambda a: a > 0, "numbers > 0"),
         ("scale", lambda a: (a > 0) & (a <= 1), "numbers 0 < scale <= 1"),
     ):
-        a = _concrete(getattr(params, name))
+        a = concrete_or_none(getattr(params, name))
         if a is not None and not np.all(lo_ok(a)):
             bad = np.asarray(a)[~np.asarray(lo_ok(a))]
             raise ConfigError(f"params.{name}", float(np.ravel(bad)[0]), accepted)
@@ -536,7 +536,7 @@ def bin_bounds(n: jax.Array, c: jax.Array, bin_edges: jax.Array | None) -> tuple
 def check_bin_edges(bin_edges: object) -> None:
     """Raise ``ConfigError`` naming ``bin_edges`` unless concrete edges are a 1-D increasing array from 0 to 1
     (None, the default bins, and traced edges pass)."""
-    e = _concrete(bin_edges) if bin_edges is not None else None
+    e = concrete_or_none(bin_edges) if bin_edges is not None else None
     if e is None:
         return
     ok = e.ndim == 1 and e.shape[0] >= 2 and e[0] == 0 and e[-1] == 1 and bool(np.all(np.diff(e) > 0))
@@ -655,10 +655,10 @@ def predicted_passk_curve(
     """
     check_family(family)
     check_distribution_params(params)
-    ks_a = _concrete(ks)
+    ks_a = concrete_or_none(ks)
     if ks_a is not None and not (np.all(ks_a >= 1) and np.all(ks_a == np.round(ks_a))):
         raise ConfigError("ks", ks_a.tolist(), "integers >= 1")
-    scale = _concrete(params.scale)
+    scale = concrete_or_none(params.scale)
     # The unscaled Beta has the closed form B(alpha, beta + k) / B(alpha, beta): no quadrature to compile.
     closed = family == "beta" and scale is not None and bool(np.all(scale == 1.0))
     ks = _float(ks)

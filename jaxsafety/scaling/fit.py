@@ -59,7 +59,7 @@ from jaxsafety.scaling.distributions import (
     log_bin_mass,
     log_mixture_pmf,
 )
-from jaxsafety.scaling.passk import _concrete, check_counts
+from jaxsafety.scaling.passk import check_counts, concrete_or_none
 
 __all__ = [
     "BootstrapResult",
@@ -348,7 +348,7 @@ def _prepare(
     check_bin_edges(bin_edges)
     check_counts(n, c)
     dtype = jnp.result_type(float)
-    n_a, c_a = _concrete(n), _concrete(c)
+    n_a, c_a = concrete_or_none(n), concrete_or_none(c)
     if c_a is not None and c_a.ndim != 1:
         raise ConfigError("c.shape", c_a.shape, "a 1-D array of per-problem success counts [P]")
     if n_a is None or c_a is None:

@@ -33,6 +33,7 @@ from jaxsafety.scaling._special import stirling_remainder
 __all__ = [
     "aggregate_pass_at_k",
     "bootstrap_power_law_lsq",
+    "concrete_or_none",
     "fit_power_law_lsq",
     "neg_log_pass_at_k",
     "neg_log_pass_at_k_unchecked",
@@ -44,8 +45,9 @@ __all__ = [
 # input checks (run only on concrete inputs; under jit/vmap invalid entries give NaN instead)
 
 
-def _concrete(x: object) -> np.ndarray | None:
-    """``x`` as a numpy array, or None when it is a tracer (inside jit / vmap / grad)."""
+def concrete_or_none(x: object) -> np.ndarray | None:
+    """``x`` as a numpy array, or None when it is a tracer (inside jit / vmap / grad): the checks of this package
+    validate concrete inputs and let traced ones through."""
     if isinstance(x, jax.core.Tracer):
         return None
     return np.asarray(x)
@@ -184,14 +186,14 @@ def _mean_pass_and_fail(n: jax.Array, c: jax.Array, ks: jax.Array) -> tuple[jax.
 
 def _check_aggregate(n: object, c: object, ks: object) -> None:
     for name, x, ndim in (("n", n, 1), ("c", c, 1), ("ks", ks, 1)):
-        a = _concrete(x)
+        a = concrete_or_none(x)
         if a is not None and a.ndim != ndim:
             raise ConfigError(f"{name}.shape", a.shape, "1-D arrays (n, c: [P] problems; ks: [K] budgets)")
-    nc = [_concrete(x) for x in (n, c)]
+    nc = [concrete_or_none(x) for x in (n, c)]
     if all(a is not None for a in nc) and nc[0].shape != nc[1].shape:
         raise ConfigError("c.shape", nc[1].shape, f"the shape of n, {nc[0].shape}")
     check_counts(n, c)
-    a_n, a_k = _concrete(n), _concrete(ks)
+    a_n, a_k = concrete_or_none(n), concrete_or_none(ks)
     if a_n is not None and a_k is not None:
         check_counts(np.min(a_n), 0, a_k, k_field="ks")
 
