@@ -452,8 +452,10 @@ def test_plots_write_png_and_close(figures):
 
 def test_tornado_sorted_by_swing(monkeypatch, tmp_path):
     captured = []
-    original = report._save
-    monkeypatch.setattr(report, "_save", lambda fig, path: (captured.append(fig), original(fig, path))[1])
+    original = report.save_figure  # jaxsafety.io.save_figure, as report imports it
+    monkeypatch.setattr(
+        report, "save_figure", lambda fig, path: (captured.append(fig), original(fig, path))[1]
+    )
     names, low, high = (
         ["a", "b", "c", "d"],
         np.array([9.0, 5.0, 8.0, 9.5]),
@@ -562,7 +564,7 @@ def test_write_report_is_atomic_and_validates(outputs, figures, tmp_path, monkey
     def failing_replace(src, dst):
         raise OSError("disk full")
 
-    monkeypatch.setattr(report.os, "replace", failing_replace)
+    monkeypatch.setattr("os.replace", failing_replace)  # report writes through jaxsafety.io.write_atomic
     with pytest.raises(OSError, match="disk full"):
         report.write_report(result, out, figures={}, title="Second")
     assert html_path.read_text() == before  # the previous report survives a failed write
