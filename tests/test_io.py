@@ -213,3 +213,27 @@ def test_compilation_cache_lives_under_the_cache_dir(tmp_path, monkeypatch):
     finally:
         for k, v in old.items():
             jax.config.update(k, v)
+
+
+def test_run_save_figure_logs_then_saves_and_closes(tmp_path, monkeypatch):
+    """Run.save_figure: the figure goes to TensorBoard (read back with its EventAccumulator) and to
+    <run dir>/<name>.png through save_figure (then it is closed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from jaxsafety.train.experiment import start_run
+
+    monkeypatch.delenv("JAXSAFETY_TRACKER", raising=False)
+    with start_run("io_test", _Cfg(), run_name="r", root=tmp_path) as run:
+        fig, ax = plt.subplots(figsize=(2, 2))
+        ax.plot([0, 1], [0, 1])
+        path = run.save_figure(fig, "curve", step=3)
+    assert path == run.dir / "curve.png" and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not plt.fignum_exists(fig.number)
+    ea = EventAccumulator(str(run.dir), size_guidance={"images": 0})
+    ea.Reload()
+    (im,) = ea.Images("figures/curve")
+    assert im.step == 3 and im.encoded_image_string[:8] == b"\x89PNG\r\n\x1a\n"
