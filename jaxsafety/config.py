@@ -187,6 +187,8 @@ def config_from_dict(cls: type[T], data: Mapping[str, Any], *, prefix: str = "")
             value = config_from_dict(tp, value, prefix=f"{prefix}{name}.")
         elif typing.get_origin(tp) is tuple and isinstance(value, list):
             value = tuple(value)
+        elif tp is Path and isinstance(value, str):  # a path from a JSON / YAML file
+            value = Path(value)
         kwargs[name] = value
     try:
         return cls(**kwargs)

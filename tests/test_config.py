@@ -195,6 +195,12 @@ def test_run_subcommands_builds_the_same_config_as_parse_cli(tmp_path: Path, cap
     assert calls == [("plain", parse_cli(Outer, argv))]
     assert parse_cli(Fit, ["--input", "x.csv"]).inner == Inner()
 
+    # a path from a --config file is a Path, as from the flag
+    (tmp_path / "in.json").write_text(json.dumps({"input": str(data)}))
+    calls = []
+    assert run_subcommands("prog", _commands(calls), ["fit", "--config", str(tmp_path / "in.json")]) == 0
+    assert calls[0] == ("load", Fit(input=data)) and isinstance(calls[0][1].input, Path)
+
     # --print-config: the config as JSON, exit 0, nothing loaded or run
     calls = []
     assert run_subcommands("prog", _commands(calls), ["fit", "--input", str(data), "--print-config"]) == 0
