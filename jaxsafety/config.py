@@ -32,6 +32,7 @@ __all__ = [
     "check",
     "check_choice",
     "check_range",
+    "concrete_or_none",
     "config_from_dict",
     "config_to_dict",
     "first_bad",
@@ -100,6 +101,15 @@ def print_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
     for cells in (header, ["-" * w for w in widths], *rows):
         print("  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip())
+
+
+def concrete_or_none(x: object) -> Any:
+    """``x`` as a numpy array, or None when it is a JAX tracer (inside jit / vmap / grad): input checks validate
+    concrete inputs and let traced ones through (jax is imported only when this is called)."""
+    import jax
+    import numpy as np
+
+    return None if isinstance(x, jax.core.Tracer) else np.asarray(x)
 
 
 def check_range(

@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jaxsafety.config import check, check_range
+from jaxsafety.config import check, check_range, concrete_or_none
 from jaxsafety.models.heads import ScoreModel
 from jaxsafety.models.hooks import Edit, Hooks
 from jaxsafety.models.transformer import CausalLM, KVCache
@@ -248,10 +248,6 @@ def _causal_lm(model: Any) -> CausalLM:
     )
 
 
-def _concrete(x: Any) -> np.ndarray | None:
-    return None if isinstance(x, jax.core.Tracer) else np.asarray(x)
-
-
 def _check_hooks(hooks: Hooks | None, fn: str) -> None:
     if hooks is not None and hooks.capture:
         raise ValueError(
@@ -270,7 +266,7 @@ def _check_length(lm: CausalLM, total: int, what: str) -> None:
 
 
 def _check_padding(mask: jax.Array, name: str, left: bool) -> None:
-    m = _concrete(mask)
+    m = concrete_or_none(mask)
     if m is None:
         return
     m = m.astype(bool)

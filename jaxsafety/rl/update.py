@@ -26,6 +26,7 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
+import chex
 import jax
 import jax.numpy as jnp
 import optax
@@ -118,21 +119,27 @@ def ppo_loss(
     """The clipped PPO objective to minimise, and its diagnostics.
 
     ``logp``, ``value``: the new policy's log-probabilities of the stored actions and its values, shaped like
-    ``batch["logp"]`` (``[B]``, or ``[B, T]`` for sequences); ``entropy``: per sample (same shape) or anything whose
-    mean is the policy entropy when unmasked. ``batch`` holds the rollout's ``logp``, ``value``, ``adv`` and
-    ``ret`` (value target). ``mask`` (same shape as ``logp``; 1 = counts): masked means throughout; entries under
-    the mask are zeroed first, so padding may hold any finite value and never reaches the loss or its gradient.
+    ``batch["logp"]`` (``[B]``, or ``[B, T]`` for sequences); ``entropy``: per sample (the same shape when
+    masked; unmasked, anything whose mean is the policy entropy). ``batch`` holds the rollout's ``logp``,
+    ``value``, ``adv`` and ``ret`` (value target). ``mask`` (same shape as ``logp``; 1 = counts): masked means
+    throughout; entries under the mask are zeroed first, so padding may hold any finite value and never reaches
+    the loss or its gradient. Mismatched shapes raise at trace time (``chex``), before anything broadcasts.
     Returns ``(loss, {"loss", "policy_loss", "value_loss", "entropy", "approx_kl" (k3), "approx_kl_k1",
     "clip_fraction"})``.
     """
     old_logp, adv, old_value, ret = batch["logp"], batch["adv"], batch["value"], batch["ret"]
+    # a [B, 1] value against [B] targets would broadcast to [B, B] without an error
+    chex.assert_equal_shape(
+        [logp, value, old_logp, adv, old_value, ret, *(() if mask is None else (mask, entropy))],
+        custom_message="ppo_loss: logp, value, batch['logp'], batch['adv'], batch['value'], batch['ret'] (and "
+        "mask, entropy when masked; shapes listed in this order) must have one shape",
+    )
     if mask is not None:  # zero what is under the mask, so padding may hold any finite value (no inf * 0)
         keep = mask.astype(bool)
         logp, old_logp, value, adv, old_value, ret = (
             jnp.where(keep, x, 0.0) for x in (logp, old_logp, value, adv, old_value, ret)
         )
-        if entropy.shape == keep.shape:
-            entropy = jnp.where(keep, entropy, 0.0)
+        entropy = jnp.where(keep, entropy, 0.0)
     if hp.normalize_advantages:
         adv = losses.normalize_advantages(adv, mask=mask)
     pg = losses.clipped_policy_loss(logp, old_logp, adv, hp.clip_eps, mask=mask)

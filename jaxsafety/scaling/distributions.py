@@ -54,9 +54,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxsafety.config import ConfigError, check_choice
+from jaxsafety.config import ConfigError, check_choice, concrete_or_none
 from jaxsafety.scaling._special import lgamma, lgamma_diff, log_beta, stirling_remainder
-from jaxsafety.scaling.passk import check_counts, concrete_or_none
+from jaxsafety.scaling.passk import check_counts
 
 __all__ = [
     "DistributionParams",

@@ -46,7 +46,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxsafety.config import ConfigError, check_choice, check_range
+from jaxsafety.config import ConfigError, check_choice, check_range, concrete_or_none
 from jaxsafety.scaling.distributions import (
     DistributionParams,
     Family,
@@ -59,7 +59,7 @@ from jaxsafety.scaling.distributions import (
     log_bin_mass,
     log_mixture_pmf,
 )
-from jaxsafety.scaling.passk import check_counts, concrete_or_none
+from jaxsafety.scaling.passk import check_counts
 
 __all__ = [
     "BootstrapResult",

@@ -27,13 +27,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxsafety.config import ConfigError, check_range, first_bad
+from jaxsafety.config import ConfigError, check_range, concrete_or_none, first_bad
 from jaxsafety.scaling._special import stirling_remainder
 
 __all__ = [
     "aggregate_pass_at_k",
     "bootstrap_power_law_lsq",
-    "concrete_or_none",
     "fit_power_law_lsq",
     "neg_log_pass_at_k",
     "neg_log_pass_at_k_unchecked",
@@ -43,14 +42,6 @@ __all__ = [
 
 # ----------------------------------------------------------------------------------------------------------------
 # input checks (run only on concrete inputs; under jit/vmap invalid entries give NaN instead)
-
-
-def concrete_or_none(x: object) -> np.ndarray | None:
-    """``x`` as a numpy array, or None when it is a tracer (inside jit / vmap / grad): the checks of this package
-    validate concrete inputs and let traced ones through."""
-    if isinstance(x, jax.core.Tracer):
-        return None
-    return np.asarray(x)
 
 
 def check_counts(n: object, c: object, k: object | None = None, *, k_field: str = "k") -> None:

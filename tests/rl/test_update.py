@@ -338,3 +338,14 @@ def test_configs_share_one_field_set():
     for cls in (PPOConfig, MetaPPOConfig, NaivePPOConfig):
         assert shared <= {f.name for f in dataclasses.fields(cls)}
         assert issubclass(cls, PPOHyperparams)
+
+
+def test_loss_rejects_mismatched_shapes():
+    """A [B, 1] value against [B] targets would silently broadcast to [B, B]."""
+    hp = PPOHyperparams()
+    batch = random_batch(jax.random.key(0), (8,))
+    logp = batch["logp"]
+    with pytest.raises(AssertionError, match=r"ppo_loss: logp, value, batch\['logp'\]"):
+        ppo_loss(logp, jnp.ones(8), batch["value"][:, None], batch, hp)
+    with pytest.raises(AssertionError, match="must have one shape"):
+        ppo_loss(logp, jnp.ones(8), batch["value"], batch, hp, mask=jnp.ones((8, 1)))
