@@ -4,7 +4,7 @@ design options of iterated RLHF of Wolf, Kirk, Musolesi 2025 (arXiv 2505.18126).
 - :mod:`~jaxsafety.rlhf.task`: the synthetic instruction task (arithmetic prompts), its programmatic GOLD reward on
   token arrays (jitted), the SFT rows, Bradley-Terry label noise and preference-pair collection;
 - :mod:`~jaxsafety.rlhf.fits`: Gao et al.'s functional forms of gold reward vs ``d = sqrt(KL)`` (best-of-n and RL,
-  closed-form least squares with R^2), ``KL_bon(n)`` and gold normalisation;
+  closed-form least squares with R^2), ``KL_bon(n)``, the unbiased best-of-n estimator and gold normalisation;
 - :mod:`~jaxsafety.rlhf.iterate`: data transfer, reward combinators over stacked RM params, policy init (SFT /
   continue / LITI) and :class:`IteratedRLHFConfig`.
 
@@ -14,6 +14,7 @@ Reward models and LM PPO / best-of-n come from :mod:`jaxsafety.rl`; this study p
 
 from jaxsafety.rlhf.fits import (
     OverOptFit,
+    best_of_n_expectation,
     fit_overoptimization,
     kl_best_of_n,
     normalize_gold,
@@ -53,6 +54,7 @@ __all__ = [
     "PreferencePairs",
     "RLHFTask",
     "RLHFTaskConfig",
+    "best_of_n_expectation",
     "collect_preferences",
     "combined_reward",
     "concat_pairs",

@@ -20,10 +20,12 @@ import jax
 import jax.numpy as jnp
 
 from jaxsafety.config import check_choice
+from jaxsafety.rl.lm_ppo import best_of_n_kl
 
 __all__ = [
     "FORMS",
     "OverOptFit",
+    "best_of_n_expectation",
     "design_matrix",
     "fit_overoptimization",
     "kl_best_of_n",
@@ -45,10 +47,36 @@ class OverOptFit(NamedTuple):
 
 
 def kl_best_of_n(n: jax.Array | int) -> jax.Array:
-    """``KL(best-of-n || base) = log n - (n - 1) / n`` nats (Gao et al. 2022, eq. for BoN; exact for a continuous
-    reward). ``n >= 1`` (``n = 1`` gives 0); elementwise over an array of ``n``."""
+    """``KL(best-of-n || base) = log n - (n - 1) / n`` nats (Gao et al. 2022; exact for a continuous reward, an
+    upper bound for a discrete one). ``n >= 1`` (``n = 1`` gives 0); elementwise. The one implementation is
+    :func:`jaxsafety.rl.lm_ppo.best_of_n_kl`; this name is the study's."""
+    return best_of_n_kl(n)
+
+
+def best_of_n_expectation(proxy: jax.Array, values: jax.Array, n: int | jax.Array) -> jax.Array:
+    """Unbiased estimate of ``E[values of the best-of-n response by proxy]`` from ``N >= n`` samples per prompt
+    (Gao et al. 2022, appendix: average over all ``n``-subsets of the ``N`` samples, in closed form).
+
+    ``proxy``, ``values`` ``[..., N]`` (proxy scores pick the best; ``values``: gold or proxy rewards of the same
+    samples). Sorting by proxy ascending, the ``i``-th smallest (1-based) is the best of a uniform random
+    ``n``-subset with probability ``C(i - 1, n - 1) / C(N, n)``. Returns ``[...]``. Ties in ``proxy`` are broken by
+    position. ``n`` may be traced (``1 <= n <= N``)."""
+    proxy = jnp.asarray(proxy, jnp.float32)
+    values = jnp.asarray(values, jnp.float32)
+    big_n = proxy.shape[-1]
+    order = jnp.argsort(proxy, axis=-1, stable=True)
+    sorted_values = jnp.take_along_axis(values, order, axis=-1)
+    i = jnp.arange(1, big_n + 1, dtype=jnp.float32)
     n = jnp.asarray(n, jnp.float32)
-    return jnp.log(n) - (n - 1.0) / n
+    lg = jax.scipy.special.gammaln
+    log_w = (
+        lg(i)
+        - lg(n)
+        - lg(jnp.maximum(i - n + 1, 1.0))
+        - (lg(big_n + 1.0) - lg(n + 1.0) - lg(big_n - n + 1.0))
+    )
+    w = jnp.where(i >= n, jnp.exp(log_w), 0.0)
+    return jnp.sum(w * sorted_values, axis=-1)
 
 
 def normalize_gold(gold: jax.Array, gold_init: jax.Array) -> jax.Array:

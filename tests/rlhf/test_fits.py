@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 
 from jaxsafety.config import ConfigError
-from jaxsafety.rlhf import fit_overoptimization, kl_best_of_n, normalize_gold, predict_overoptimization
+from jaxsafety.rlhf import (
+    best_of_n_expectation,
+    fit_overoptimization,
+    kl_best_of_n,
+    normalize_gold,
+    predict_overoptimization,
+)
 
 
 def _numpy_design(d, form):
@@ -101,3 +107,21 @@ def test_normalize_gold_makes_the_initial_policy_score_zero():
     gold = np.array([[1.0, 2.0], [0.5, 0.0]])
     np.testing.assert_allclose(normalize_gold(gold, init), gold - 0.5, atol=1e-6)
     assert float(normalize_gold(init, init).mean()) == pytest.approx(0.0, abs=1e-7)
+
+
+def test_best_of_n_expectation_matches_enumeration_of_all_subsets():
+    import itertools
+
+    rng = np.random.default_rng(3)
+    big_n = 7
+    proxy = rng.normal(size=(5, big_n))
+    gold = rng.normal(size=(5, big_n))
+    for n in range(1, big_n + 1):
+        brute = [
+            np.mean([g[max(s, key=lambda j: p[j])] for s in itertools.combinations(range(big_n), n)])
+            for p, g in zip(proxy, gold)
+        ]
+        np.testing.assert_allclose(best_of_n_expectation(proxy, gold, n), brute, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(best_of_n_expectation(proxy, gold, 1), gold.mean(1), atol=1e-6)
+    jitted = jax.jit(best_of_n_expectation)(proxy, gold, 3)  # n traced
+    np.testing.assert_allclose(jitted, best_of_n_expectation(proxy, gold, 3), rtol=1e-5, atol=1e-5)
