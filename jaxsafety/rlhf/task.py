@@ -29,7 +29,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -47,14 +47,17 @@ from jaxsafety.models import CharTokenizer, left_pad
 from jaxsafety.train import SFTData, sft_rows
 
 __all__ = [
+    "MAX_ANSWER_DIGITS",
     "GoldConfig",
     "GoldTerms",
     "PreferencePairs",
     "RLHFTask",
     "RLHFTaskConfig",
+    "answers_from_prompts",
     "collect_preferences",
     "concat_pairs",
     "gold_reward",
+    "gold_reward_fn",
     "gold_terms",
     "label_preferences",
     "rlhf_task",
@@ -236,6 +239,54 @@ def gold_reward(
 ) -> jax.Array:
     """The gold reward ``[B]`` float32 of responses (:func:`gold_terms` for shapes and the parsing rules)."""
     return gold_terms(tokens, mask, answer_digits, answer_len, config).reward
+
+
+MAX_ANSWER_DIGITS = 8  # answers < 10^8: operands <= 9999 (RLHFTaskConfig.max_operand), int32-exact
+
+
+@jax.jit
+def answers_from_prompts(prompt: jax.Array, prompt_mask: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """The answers of prompts ``[BOS] "a op b ="`` read back from their tokens, in JAX: ``(answer_digits int32
+    [B, MAX_ANSWER_DIGITS], answer_len int32 [B])`` as in :class:`RLHFTask`. ``prompt`` / ``prompt_mask``
+    ``[B, P]``, any padding. Lets the gold reward run where only the prompt tokens travel with a response (the
+    ``reward_fn`` of :func:`jaxsafety.rl.lm_ppo.make_lm_ppo` and ``best_of_n``). Operands must be < 10^4."""
+    tokens = jnp.asarray(prompt, jnp.int32)
+    real = jnp.asarray(prompt_mask) > 0
+    is_digit = real & (tokens >= DIGIT0) & (tokens <= DIGIT0 + 9)
+    ops = jnp.asarray([_TOK.token_id(o) for o in ("+", "-", "*")], jnp.int32)
+    is_op = real[..., None] & (tokens[..., None] == ops)  # [B, P, 3]
+    op_pos = jnp.argmax(jnp.any(is_op, -1), axis=-1)
+    op = jnp.argmax(jnp.any(is_op, 1), axis=-1)  # 0 +, 1 -, 2 *
+    pos = jnp.arange(tokens.shape[1])[None, :]
+
+    def number(sel):  # the decimal number of the selected digit tokens (Horner by place value)
+        place = jnp.flip(jnp.cumsum(jnp.flip(sel, -1), -1), -1) - sel  # selected digits to the right
+        return jnp.sum(jnp.where(sel, (tokens - DIGIT0) * 10 ** jnp.minimum(place, 9), 0), axis=-1)
+
+    a = number(is_digit & (pos < op_pos[:, None]))
+    b = number(is_digit & (pos > op_pos[:, None]))
+    ans = jnp.select([op == 0, op == 1], [a + b, a - b], a * b)
+    length = 1 + jnp.sum(ans[:, None] >= 10 ** jnp.arange(1, MAX_ANSWER_DIGITS), axis=-1)
+    j = jnp.arange(MAX_ANSWER_DIGITS)[None, :]
+    digit = (ans[:, None] // 10 ** jnp.maximum(length[:, None] - 1 - j, 0)) % 10
+    return jnp.where(j < length[:, None], DIGIT0 + digit, PAD).astype(jnp.int32), length.astype(jnp.int32)
+
+
+def gold_reward_fn(
+    reward_params: Any,
+    prompt: jax.Array,
+    prompt_mask: jax.Array,
+    response: jax.Array,
+    response_mask: jax.Array,
+    config: GoldConfig = GoldConfig(),
+) -> jax.Array:
+    """The gold reward with the ``reward_fn`` signature of :func:`jaxsafety.rl.lm_ppo.make_lm_ppo` and
+    ``best_of_n``: ``[R]`` for prompts ``[R, P]`` and responses ``[R, N]`` (answers read from the prompt tokens
+    by :func:`answers_from_prompts`; ``reward_params`` ignored). Hashable with other weights via
+    ``functools.partial(gold_reward_fn, config=GoldConfig(...))``."""
+    del reward_params
+    digits, length = answers_from_prompts(prompt, prompt_mask)
+    return gold_reward(response, response_mask, digits, length, config)
 
 
 def label_preferences(

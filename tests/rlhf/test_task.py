@@ -1,6 +1,8 @@
 """The task's gold reward against hand-made token sequences and an independent string parser; SFT rows; the
 Bradley-Terry labeller's frequencies against the sigmoid; preference collection."""
 
+import functools
+
 import jax
 import numpy as np
 import pytest
@@ -10,8 +12,10 @@ from jaxsafety.config import ConfigError
 from jaxsafety.rlhf import (
     GoldConfig,
     RLHFTaskConfig,
+    answers_from_prompts,
     collect_preferences,
     gold_reward,
+    gold_reward_fn,
     gold_terms,
     label_preferences,
     rlhf_task,
@@ -19,6 +23,7 @@ from jaxsafety.rlhf import (
     task_tokenizer,
     with_prompts,
 )
+from jaxsafety.rlhf.task import MAX_ANSWER_DIGITS
 
 TOK = task_tokenizer()
 WIDTH = 8
@@ -202,3 +207,37 @@ def test_collect_preferences_pairs_samples_and_picks_the_labelled_winner():
     assert pairs.prompt_index.tolist() == [7, 3, 5, 1] and pairs.round.tolist() == [2] * 4
     with pytest.raises(ValueError, match="two samples per prompt"):
         collect_preferences(key, tokens, mask, gold, np.array([0, 1, 2]))
+
+
+def test_answers_from_prompts_reads_the_problem_back_from_its_tokens():
+    task = rlhf_task(RLHFTaskConfig(num_prompts=300, max_operand=9999, seed=5, response_len=10))
+    digits, length = answers_from_prompts(task.prompt_tokens, task.prompt_mask)
+    want = np.zeros((300, MAX_ANSWER_DIGITS), np.int32)
+    want[:, : task.answer_digits.shape[1]] = task.answer_digits
+    np.testing.assert_array_equal(digits, want)
+    np.testing.assert_array_equal(length, task.answer_len)
+    # right padding reads the same (the mask, not the layout, selects the tokens)
+    rows = [TOK.encode(p, bos=True) for p in ["0 * 0 =", "9999 * 9999 =", "10 - 10 ="]]
+    tok = np.zeros((3, 16), np.int32)
+    mask = np.zeros_like(tok)
+    for i, r in enumerate(rows):
+        tok[i, : len(r)], mask[i, : len(r)] = r, 1
+    d, n = answers_from_prompts(tok, mask)
+    assert [TOK.decode(x) for x in np.asarray(d)] == ["0", "99980001", "0"] and n.tolist() == [1, 8, 1]
+
+
+def test_gold_reward_fn_plugs_into_best_of_n():
+    from flax import nnx
+
+    from jaxsafety.models import GPT2, GPT2Config, SamplingConfig
+    from jaxsafety.rl.lm_ppo import best_of_n
+
+    task = rlhf_task(RLHFTaskConfig(num_prompts=6, max_operand=9, ops=("+",), response_len=4))
+    model = GPT2(GPT2Config(vocab_size=TOK.vocab_size, max_seq_len=16, d_model=16, n_layers=1, n_heads=2),
+                 rngs=nnx.Rngs(0))  # fmt: skip
+    fn = functools.partial(gold_reward_fn, config=GoldConfig(length=0.5))
+    sampling = SamplingConfig(max_new_tokens=4, eos_token_id=TOK.eos_token_id)
+    out = best_of_n(model, fn, task.prompt_tokens, task.prompt_mask, jax.random.key(0), 4, sampling)
+    want = gold_reward(out.tokens, out.mask, task.answer_digits, task.answer_len, GoldConfig(length=0.5))
+    np.testing.assert_allclose(out.score, want, atol=1e-6)
+    np.testing.assert_allclose(out.score, np.asarray(out.scores).max(1), atol=1e-6)
