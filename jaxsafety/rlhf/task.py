@@ -60,6 +60,7 @@ __all__ = [
     "gold_reward_fn",
     "gold_terms",
     "label_preferences",
+    "pair_sequences",
     "rlhf_task",
     "sft_data",
     "task_tokenizer",
@@ -390,3 +391,14 @@ def with_prompts(task: RLHFTask, prompt_index: jax.Array, tokens: jax.Array, mas
     full = jnp.concatenate([jnp.asarray(task.prompt_tokens)[idx], jnp.asarray(tokens, jnp.int32)], axis=1)
     full_mask = jnp.concatenate([jnp.asarray(task.prompt_mask)[idx], jnp.asarray(mask, jnp.int32)], axis=1)
     return full, full_mask
+
+
+def pair_sequences(
+    task: RLHFTask, pairs: PreferencePairs
+) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+    """``(chosen, chosen_mask, rejected, rejected_mask)`` int32 ``[N, Tp + L]``: the pairs' responses after their
+    prompts (:func:`with_prompts`), the layout of :class:`jaxsafety.rl.reward.PreferenceBatch` (pass them as its
+    first four fields)."""
+    chosen, chosen_mask = with_prompts(task, pairs.prompt_index, pairs.chosen, pairs.chosen_mask)
+    rejected, rejected_mask = with_prompts(task, pairs.prompt_index, pairs.rejected, pairs.rejected_mask)
+    return chosen, chosen_mask, rejected, rejected_mask

@@ -18,6 +18,7 @@ from jaxsafety.rlhf import (
     gold_reward_fn,
     gold_terms,
     label_preferences,
+    pair_sequences,
     rlhf_task,
     sft_data,
     task_tokenizer,
@@ -205,6 +206,16 @@ def test_collect_preferences_pairs_samples_and_picks_the_labelled_winner():
         np.testing.assert_array_equal(pairs.rejected_mask[i], mask[lose])
         assert pairs.gold_chosen[i] == gold[win] and pairs.gold_rejected[i] == gold[lose]
     assert pairs.prompt_index.tolist() == [7, 3, 5, 1] and pairs.round.tolist() == [2] * 4
+    # full sequences for a reward model: each pair's prompt, then its response
+    task = rlhf_task(RLHFTaskConfig(num_prompts=8, max_operand=5, response_len=5))
+    ch, chm, rj, rjm = (np.asarray(x) for x in pair_sequences(task, pairs))
+    tp = task.prompt_tokens.shape[1]
+    for i, p in enumerate([7, 3, 5, 1]):
+        np.testing.assert_array_equal(ch[i, :tp], task.prompt_tokens[p])
+        np.testing.assert_array_equal(rjm[i, :tp], task.prompt_mask[p])
+        np.testing.assert_array_equal(ch[i, tp:], pairs.chosen[i])
+        np.testing.assert_array_equal(rj[i, tp:], pairs.rejected[i])
+        np.testing.assert_array_equal(chm[i, tp:], pairs.chosen_mask[i])
     with pytest.raises(ValueError, match="two samples per prompt"):
         collect_preferences(key, tokens, mask, gold, np.array([0, 1, 2]))
 
