@@ -12,11 +12,13 @@ the intended response ``" 19."`` (a space, the answer's decimal digits, EOS ``".
 
     gold = w_exact   * [response is exactly " <answer>."]
          + w_partial * (answer digits right at their position) / (answer digits)
+         + w_close   * [well-formed] * (1 - min(|x - answer| / (answer + 1), 1))    (x: the number answered)
          - w_format  * [not " <digits>." with EOS]
          - w_length  * min(|digits in response - answer digits|, length_cap)
 
-The partial-credit term makes it smooth enough to be learned partially (a proxy that cannot do the arithmetic
-still learns that the first digit is usually right, that format and length matter), and the features a small proxy
+The partial-credit and closeness terms make it smooth enough to be learned partially (a proxy that cannot do the
+arithmetic still learns that the first digit and the magnitude are usually right, that format and length matter;
+the closeness term also makes ties between two samples rare, as with a gold reward model), and the features a small proxy
 latches onto - response length, format, the magnitude of the leading digit given the operands - are *correlated*
 with gold on the SFT policy's samples but not the same thing, which is what over-optimisation exploits.
 
@@ -86,12 +88,13 @@ class GoldConfig:
 
     exact: float = 1.0
     partial: float = 1.0
+    closeness: float = 1.0
     format: float = 0.5
     length: float = 0.25
     length_cap: int = 3
 
     def __post_init__(self) -> None:
-        for name in ("exact", "partial", "format", "length"):
+        for name in ("exact", "partial", "closeness", "format", "length"):
             check_range(name, getattr(self, name), ge=0)
         check_range("length_cap", self.length_cap, ge=1, integer=True)
 
@@ -166,14 +169,23 @@ def sft_data(
 
 class GoldTerms(NamedTuple):
     """The parts of the gold reward, each ``[B]``: ``exact`` / ``format_ok`` bool, ``partial`` float32 in [0, 1]
-    (fraction of the answer's digits right at their position), ``length_gap`` int32 ``|digits - answer digits|``,
+    (fraction of the answer's digits right at their position), ``closeness`` float32 in [0, 1] (``1 - min(|x -
+    answer| / (answer + 1), 1)`` for a well-formed answer ``x``, else 0), ``length_gap`` int32 ``|digits - answer digits|``,
     ``reward`` float32 (the weighted sum, :func:`gold_reward`)."""
 
     exact: jax.Array
     format_ok: jax.Array
     partial: jax.Array
+    closeness: jax.Array
     length_gap: jax.Array
     reward: jax.Array
+
+
+def _digits_value(tokens: jax.Array, sel: jax.Array) -> jax.Array:
+    """float32 ``[B]``: the decimal number of the selected digit tokens of each row (in order)."""
+    place = jnp.flip(jnp.cumsum(jnp.flip(sel, -1), -1), -1) - sel  # selected digits to the right
+    digit = jnp.where(sel, tokens - DIGIT0, 0).astype(jnp.float32)
+    return jnp.sum(digit * jnp.where(sel, 10.0 ** jnp.minimum(place, 30).astype(jnp.float32), 0.0), axis=-1)
 
 
 @functools.partial(jax.jit, static_argnames="config")
@@ -222,13 +234,25 @@ def gold_terms(
     partial = n_hit / jnp.maximum(answer_len, 1)
     exact = format_ok & (n_digits == answer_len) & (n_hit == answer_len)
     gap = jnp.abs(n_digits - answer_len)
+    # the numbers answered and asked, in float32 (relative error only; > 30 digits saturate the term at 0)
+    value = _digits_value(tokens, in_body & is_digit & (pos[None, :] >= 1))
+    target = _digits_value(answer_digits, j < answer_len[:, None])
+    close = jnp.where(format_ok, 1.0 - jnp.minimum(jnp.abs(value - target) / (target + 1.0), 1.0), 0.0)
     reward = (
         config.exact * exact
         + config.partial * partial
+        + config.closeness * close
         - config.format * (~format_ok)
         - config.length * jnp.minimum(gap, config.length_cap)
     ).astype(jnp.float32)
-    return GoldTerms(exact, format_ok, partial.astype(jnp.float32), gap.astype(jnp.int32), reward)
+    return GoldTerms(
+        exact,
+        format_ok,
+        partial.astype(jnp.float32),
+        close.astype(jnp.float32),
+        gap.astype(jnp.int32),
+        reward,
+    )
 
 
 def gold_reward(

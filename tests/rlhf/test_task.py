@@ -48,8 +48,11 @@ def _answers(values, width=4):
     return digits, np.array([len(str(v)) for v in values], np.int32)
 
 
+NO_CLOSE = GoldConfig(closeness=0.0)
+
+
 def test_gold_reward_on_hand_made_sequences():
-    # answer 31; default weights exact 1, partial 1, format 0.5, length 0.25 per digit (cap 3)
+    # answer 31; weights exact 1, partial 1, closeness 0 (tested below), format 0.5, length 0.25 per digit (cap 3)
     cases = {
         " 31.": 2.0,  # exact: 1 + 1
         " 32.": 0.5,  # first digit right
@@ -65,7 +68,7 @@ def test_gold_reward_on_hand_made_sequences():
     }
     tokens, mask = _responses(list(cases))
     digits, lengths = _answers([31] * len(cases))
-    got = np.asarray(gold_reward(tokens, mask, digits, lengths))
+    got = np.asarray(gold_reward(tokens, mask, digits, lengths, NO_CLOSE))
     np.testing.assert_allclose(got, list(cases.values()), atol=1e-6)
     terms = gold_terms(tokens, mask, digits, lengths)
     assert terms.exact.tolist() == [True, False, False, False, False, False, True, False, False]
@@ -76,12 +79,26 @@ def test_gold_reward_ignores_padding_and_respects_the_mask():
     # " 31" then garbage the mask excludes: no EOS among the real tokens
     tokens, mask = _responses([" 31.", " 31"], real=[3, 3])
     digits, lengths = _answers([31, 31])
-    got = np.asarray(gold_reward(tokens, mask, digits, lengths))
+    got = np.asarray(gold_reward(tokens, mask, digits, lengths, NO_CLOSE))
     np.testing.assert_allclose(got, [1.0 - 0.5, 1.0 - 0.5], atol=1e-6)  # all digits right, no EOS
-    cfg = GoldConfig(exact=2.0, partial=0.0, format=1.0, length=0.0)
+    cfg = GoldConfig(exact=2.0, partial=0.0, closeness=0.0, format=1.0, length=0.0)
     t2, m2 = _responses([" 7.", " 70."])
     d2, l2 = _answers([7, 7])
     np.testing.assert_allclose(gold_reward(t2, m2, d2, l2, cfg), [2.0, 0.0], atol=1e-6)
+
+
+def test_gold_closeness_term_by_hand():
+    # answer 31: closeness = 1 - min(|x - 31| / 32, 1) for a well-formed answer x, else 0
+    tokens, mask = _responses([" 31.", " 30.", " 62.", " 100.", " 0.", "31.", " 30"])
+    digits, lengths = _answers([31] * 7)
+    terms = gold_terms(tokens, mask, digits, lengths)
+    np.testing.assert_allclose(
+        terms.closeness, [1.0, 1 - 1 / 32, 1 - 31 / 32, 0.0, 1 - 31 / 32, 0.0, 0.0], atol=1e-6
+    )
+    only = GoldConfig(exact=0.0, partial=0.0, closeness=2.0, format=0.0, length=0.0)
+    np.testing.assert_allclose(
+        gold_reward(tokens, mask, digits, lengths, only), 2 * terms.closeness, atol=1e-6
+    )
 
 
 def _gold_reference(text: str, answer: int, cfg: GoldConfig) -> float:
@@ -95,9 +112,11 @@ def _gold_reference(text: str, answer: int, cfg: GoldConfig) -> float:
     n_digits = sum(c.isdigit() for c in body)
     exact = format_ok and body[1:] == a
     gap = abs(n_digits - len(a))
+    close = 1 - min(abs(int(body[1:]) - answer) / (answer + 1), 1) if format_ok else 0.0
     return (
         cfg.exact * exact
         + cfg.partial * hits / len(a)
+        + cfg.closeness * close
         - cfg.format * (not format_ok)
         - cfg.length * min(gap, cfg.length_cap)
     )
@@ -121,7 +140,7 @@ def test_gold_reward_matches_a_string_reference_on_random_sequences():
         real.append(len(t[:WIDTH]))
     tokens, mask = _responses(texts)
     digits, lengths = _answers(answers)
-    cfg = GoldConfig(exact=1.5, partial=0.7, format=0.3, length=0.2, length_cap=2)
+    cfg = GoldConfig(exact=1.5, partial=0.7, closeness=0.9, format=0.3, length=0.2, length_cap=2)
     got = np.asarray(gold_reward(tokens, mask, digits, lengths, cfg))
     want = np.array([_gold_reference(t, a, cfg) for t, a in zip(texts, answers)])
     np.testing.assert_allclose(got, want, atol=1e-5)
