@@ -310,6 +310,30 @@ def test_lm_ppo_increases_programmatic_reward(estimator):
     assert float(met["kl_k1_seq"]) > 0  # it moved away from the reference
 
 
+@pytest.mark.slow  # compiles the step twice (vmapped and plain): ~20 s CPU
+def test_step_vmaps_over_seeds():
+    """``jax.vmap(step)`` over stacked states and keys (seeds at once) equals a per-seed loop, here with the
+    adaptive KL controller, the k3 penalty and reward whitening switched on."""
+    cfg = LMPPOConfig(
+        max_new_tokens=6, lr=3e-3, num_samples=2, kl_target=1.0, whiten_rewards=True, kl_penalty="k3"
+    )
+    policy = tiny(0)
+    algo = make_lm_ppo(policy, count_reward, cfg)
+    pr, pm = prompts(2)
+    w = target_weights()
+    state = algo.init(policy)
+    keys = jax.random.split(jax.random.key(0), 2)
+    stacked = jax.tree.map(lambda x: jnp.stack([x, x]), state)
+    vstate, vmet = jax.jit(jax.vmap(algo.step, in_axes=(0, None, None, 0, None)))(stacked, pr, pm, keys, w)
+    for i in range(2):
+        s1, m1 = algo.step(state, pr, pm, keys[i], w)
+        for k in m1:
+            np.testing.assert_allclose(float(vmet[k][i]), float(m1[k]), atol=1e-4, rtol=1e-4, err_msg=k)
+        for a, b in zip(jax.tree.leaves(s1.params), jax.tree.leaves(vstate.params), strict=True):
+            np.testing.assert_allclose(np.asarray(b[i]), np.asarray(a), atol=1e-5)
+        np.testing.assert_allclose(float(vstate.kl_coef[i]), float(s1.kl_coef), rtol=1e-6)
+
+
 # ------------------------------------------------------------------------------------------------------------------
 # config errors
 
