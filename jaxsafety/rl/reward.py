@@ -241,6 +241,24 @@ class RewardModels(NamedTuple):
         return jax.tree.map(lambda x: x[i], self.params)
 
 
+def _model_config(config: RewardModelConfig, backbone: CausalLM | None) -> GPT2Config | LlamaConfig:
+    if backbone is None:
+        check(
+            config.model is not None,
+            "model",
+            None,
+            "a GPT2Config or LlamaConfig when no pretrained backbone is given",
+        )
+        return config.model
+    check(
+        config.model is None or config.model == backbone.config,
+        "model",
+        config.model,
+        "None or the pretrained backbone's config",
+    )
+    return backbone.config
+
+
 def _split_params(model: ScoreModel) -> tuple[Any, Any]:
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     if jax.tree.leaves(rest):
@@ -260,9 +278,7 @@ def make_reward_trainer(
     is one AdamW/SGD/Lion update of :func:`jaxsafety.train.make_optimizer` on the mean BT loss (chosen and
     rejected rows run through the model in one forward pass). ``metrics['loss' | 'accuracy']`` ``[num_steps]``.
     """
-    model_config = config.model if backbone is None else backbone.config
-    if model_config is None:
-        raise ConfigError("model", None, "a GPT2Config or LlamaConfig when no pretrained backbone is given")
+    model_config = _model_config(config, backbone)
     abstract = nnx.eval_shape(lambda: make_reward_model(model_config, key=jax.random.key(0)))
     graphdef, _ = _split_params(abstract)
     backbone_params = None if backbone is None else nnx.state(backbone, nnx.Param)
@@ -335,13 +351,7 @@ def train_reward_models(
         config.batch_size,
         f"integers <= the number of training pairs ({data.num_pairs})",
     )
-    model_config = config.model if backbone is None else backbone.config
-    check(
-        model_config is not None,
-        "model",
-        None,
-        "a GPT2Config or LlamaConfig when no pretrained backbone is given",
-    )
+    model_config = _model_config(config, backbone)
     vocab = model_config.vocab_size
     for name in ("chosen", "rejected"):
         toks = getattr(data, name)
@@ -439,8 +449,9 @@ class RewardEval(NamedTuple):
     calibration: Calibration
 
 
+@functools.partial(jax.jit, static_argnums=(0, 3))
 def evaluate_rewards(graphdef: Any, params: Any, data: PreferenceBatch, num_bins: int = 10) -> RewardEval:
-    """Score held-out pairs with one model or an ensemble (stacked params) and evaluate each model."""
+    """Score held-out pairs with one model or an ensemble (stacked params) and evaluate each model. Jitted."""
     data.validate()
     r_c = score(graphdef, params, data.chosen, data.chosen_mask)
     r_r = score(graphdef, params, data.rejected, data.rejected_mask)

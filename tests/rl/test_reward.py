@@ -139,8 +139,9 @@ def test_ensemble_in_one_vmapped_jit_equals_members_trained_alone():
     stacked = score(rms.graphdef, rms.params, toks, mask)
     assert stacked.shape == (3, 5)
     for i in range(3):
-        model = nnx.merge(rms.graphdef, rms.member(i))
-        np.testing.assert_allclose(stacked[i], model(toks, mask)[:, 0], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(
+            stacked[i], score(graphdef, rms.member(i), toks, mask), rtol=1e-5, atol=1e-6
+        )
 
 
 def test_planted_preference_learned_from_noisy_labels():
@@ -290,5 +291,13 @@ def test_training_input_errors_before_compute():
         train_reward_models(cfg, data._replace(rejected_mask=data.rejected_mask[:, :3]), jax.random.key(0))
     with pytest.raises(ConfigError, match=r"^model=None"):
         train_reward_models(RewardModelConfig(batch_size=4), data, jax.random.key(0))
+    other = dataclasses.replace(TINY, d_model=32)
+    with pytest.raises(ConfigError, match=r"^model=.*the pretrained backbone's config"):
+        train_reward_models(
+            dataclasses.replace(cfg, model=other),
+            data,
+            jax.random.key(0),
+            backbone=GPT2(TINY, rngs=nnx.Rngs(0)),
+        )
     with pytest.raises(ConfigError, match=r"^model="):
         make_reward_model(TINY, key=jax.random.key(0), backbone=GPT2(TINY, rngs=nnx.Rngs(0)))
