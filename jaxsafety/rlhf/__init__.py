@@ -26,7 +26,6 @@ from jaxsafety.rlhf.iterate import (
     policy_init,
     sample_mix_index,
     transfer_preferences,
-    tree_average,
     tree_interpolate,
 )
 from jaxsafety.rlhf.task import (
@@ -77,7 +76,6 @@ __all__ = [
     "sft_data",
     "task_tokenizer",
     "transfer_preferences",
-    "tree_average",
     "tree_interpolate",
     "with_prompts",
 ]

@@ -9,8 +9,9 @@ proxy RM on the preference data *transferred* to this round, optimise a policy f
   ``sample_mix`` (a fixed-size sample from all rounds, as large as one round's data unless set; with repeated
   prompts allowed, or at most one pair per prompt);
 - reward function (:func:`combined_reward`, over STACKED RM params and a generic ``score_fn(params, tokens, mask)
-  -> [B]``): ``latest``, ``ensemble_mean``, ``worst_case`` (min over the RMs), ``weight_average`` (score with the
-  mean of the params: a pytree mean, as WARM, Rame et al. 2024);
+  -> [B]``, e.g. ``functools.partial(jaxsafety.rl.reward.score, graphdef)``): ``latest``, ``ensemble_mean``,
+  ``worst_case`` (min over the RMs), ``weight_average`` (score with the mean of the params,
+  :func:`jaxsafety.rl.reward.average_params`: WARM, Rame et al. 2024);
 - policy init (:func:`policy_init`): ``sft`` (restart), ``continue`` (last policy), ``liti`` (linear interpolation
   towards initialisation: ``init_k = (1 - eta) init_{k-1} + eta policy_{k-1}``). The KL penalty's reference is
   the round's init in every case (``sft``: the SFT policy), so ``continue`` is penalised against the previous
@@ -28,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxsafety.config import check, check_choice, check_range
+from jaxsafety.rl.reward import average_params
 from jaxsafety.rlhf.task import PreferencePairs, concat_pairs
 
 __all__ = [
@@ -39,7 +41,6 @@ __all__ = [
     "policy_init",
     "sample_mix_index",
     "transfer_preferences",
-    "tree_average",
     "tree_interpolate",
 ]
 
@@ -105,21 +106,6 @@ def transfer_preferences(
 
 
 # --------------------------------------------------------------------------------------------- reward function
-def tree_average(stacked: Any, weights: jax.Array | None = None) -> Any:
-    """The (weighted) mean over the leading axis of every leaf of a stacked pytree (``[K, ...]`` leaves):
-    ``sum_k w_k x_k / sum_k w_k``; ``weights`` ``[K]`` >= 0 (None: uniform; 0 drops a model)."""
-    leaves = jax.tree.leaves(stacked)
-    k = leaves[0].shape[0]
-    w = jnp.ones((k,), jnp.float32) if weights is None else jnp.asarray(weights, jnp.float32)
-    w = w / jnp.sum(w)
-
-    def avg(x):
-        x = jnp.asarray(x)
-        return jnp.tensordot(w, x.astype(jnp.float32), axes=1).astype(x.dtype)
-
-    return jax.tree.map(avg, stacked)
-
-
 def tree_interpolate(a: Any, b: Any, eta: float | jax.Array) -> Any:
     """``(1 - eta) a + eta b`` leafwise over two pytrees of one structure (``eta = 0``: ``a``, ``1``: ``b``)."""
     return jax.tree.map(lambda x, y: ((1 - eta) * x + eta * y).astype(jnp.asarray(x).dtype), a, b)
@@ -146,7 +132,7 @@ def combined_reward(
     k = jax.tree.leaves(stacked_params)[0].shape[0]
     valid = jnp.ones((k,), bool) if valid is None else jnp.asarray(valid, bool)
     if mode == "weight_average":
-        return score_fn(tree_average(stacked_params, valid.astype(jnp.float32)), tokens, mask)
+        return score_fn(average_params(stacked_params, valid.astype(jnp.float32)), tokens, mask)
     if mode == "latest":
         last = jnp.sum(valid) - 1
         params = jax.tree.map(lambda x: jnp.take(x, last, axis=0), stacked_params)

@@ -2,6 +2,7 @@
 Python loop over the models, weight averaging and LITI against explicit arithmetic, the config's validation."""
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -9,7 +10,9 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jaxsafety.config import ConfigError
+from jaxsafety.config import ConfigError, parse_cli
+from jaxsafety.models import GPT2Config
+from jaxsafety.rl.reward import average_params, make_reward_model, score
 from jaxsafety.rlhf import (
     IteratedRLHFConfig,
     PreferencePairs,
@@ -17,7 +20,6 @@ from jaxsafety.rlhf import (
     policy_init,
     sample_mix_index,
     transfer_preferences,
-    tree_average,
     tree_interpolate,
 )
 
@@ -137,12 +139,12 @@ def test_combined_reward_matches_a_loop_over_the_models(mode):
         combined_reward(_score, _stack(models), tokens, mask, "median")
 
 
-def test_tree_average_and_interpolate_are_explicit_arithmetic():
+def test_weight_average_and_interpolate_are_explicit_arithmetic():
     a, b, c = _models(3, seed=2)
-    avg = tree_average(_stack([a, b, c]))
+    avg = average_params(_stack([a, b, c]))
     for k in a:
         np.testing.assert_allclose(avg[k], (a[k] + b[k] + c[k]) / 3, rtol=1e-5, atol=1e-6)
-    wavg = tree_average(_stack([a, b, c]), jnp.array([1.0, 3.0, 0.0]))
+    wavg = average_params(_stack([a, b, c]), jnp.array([1.0, 3.0, 0.0]))
     for k in a:
         np.testing.assert_allclose(wavg[k], (a[k] + 3 * b[k]) / 4, rtol=1e-5, atol=1e-6)
     mid = tree_interpolate(a, b, 0.25)
@@ -153,6 +155,29 @@ def test_tree_average_and_interpolate_are_explicit_arithmetic():
     s2 = nnx.state(nnx.Linear(3, 2, rngs=nnx.Rngs(1)), nnx.Param)
     s3 = tree_interpolate(s1, s2, 0.5)
     np.testing.assert_allclose(s3["kernel"][...], (s1["kernel"][...] + s2["kernel"][...]) / 2, rtol=1e-6)
+
+
+def test_combined_reward_with_zoo_reward_models():
+    # the scorer of rl.reward over stacked ScoreModel params (what the experiment plugs in)
+    cfg = GPT2Config(vocab_size=18, max_seq_len=8, d_model=16, n_layers=1, n_heads=2)
+    models = [make_reward_model(cfg, key=jax.random.key(i)) for i in range(3)]
+    graphdef = nnx.split(models[0])[0]
+    states = [nnx.split(m)[1] for m in models]
+    stacked = jax.tree.map(lambda *x: jnp.stack(x), *states)
+    tokens = jnp.asarray(np.random.default_rng(0).integers(2, 18, (5, 8)), jnp.int32)
+    mask = jnp.ones_like(tokens).at[:, 6:].set(0)
+    score_fn = functools.partial(score, graphdef)
+    each = np.stack([np.asarray(score(graphdef, st, tokens, mask)) for st in states])
+    np.testing.assert_allclose(combined_reward(score_fn, stacked, tokens, mask, "ensemble_mean"), each.mean(0),
+                               rtol=1e-5, atol=1e-5)  # fmt: skip
+    np.testing.assert_allclose(combined_reward(score_fn, stacked, tokens, mask, "worst_case"), each.min(0),
+                               rtol=1e-5, atol=1e-5)  # fmt: skip
+    np.testing.assert_allclose(
+        combined_reward(score_fn, stacked, tokens, mask, "latest"), each[-1], rtol=1e-5
+    )
+    avg = jax.tree.map(lambda *x: sum(x) / 3, *states)
+    np.testing.assert_allclose(combined_reward(score_fn, stacked, tokens, mask, "weight_average"),
+                               score(graphdef, avg, tokens, mask), rtol=1e-4, atol=1e-5)  # fmt: skip
 
 
 def test_policy_init_options_and_a_liti_chain():
@@ -197,3 +222,7 @@ def test_iterated_rlhf_config_validates_and_is_hashable():
     ]:
         with pytest.raises(ConfigError, match=field):
             IteratedRLHFConfig(**{field: value})
+    cli = parse_cli(
+        IteratedRLHFConfig, ["--transfer", "sample_mix", "--mix-size", "64", "--repeat-prompts", "false"]
+    )
+    assert (cli.transfer, cli.mix_size, cli.repeat_prompts) == ("sample_mix", 64, False)
