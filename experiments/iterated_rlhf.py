@@ -1,0 +1,255 @@
+"""Iterated RLHF on the arithmetic task: reward over-optimisation (Gao et al. 2022) and how iteration mitigates it
+(Wolf, Kirk, Musolesi 2025, arXiv 2505.18126), small and offline.
+
+The policy is an arithmetic-trained GPT-2 fine-tuned on the task's instruction/response rows (the SFT model: the
+initial policy and the KL reference, both cached). The gold reward is programmatic (:mod:`jaxsafety.rlhf.task`);
+it labels pairs of policy samples with Bradley-Terry noise, and small proxy reward models (an ensemble of
+``num_seeds`` members per round, trained in one vmapped jit) learn from those labels. Each round: collect pairs from
+the current policy -> transfer the preference data -> train the round's RM -> best-of-n from SFT for ``n`` on a
+geometric grid and LM PPO from the round's init against the combined proxy; gold and proxy are measured against
+``d = sqrt(KL(policy || SFT))`` and Gao et al.'s forms fitted. A cell of the ``grid`` is
+``transfer/reward_fn/policy_init`` (the paper's baseline: ``concat/latest/sft``). Thin script over
+:func:`jaxsafety.rlhf.pipeline.run_iterated_rlhf`.
+
+    python experiments/iterated_rlhf.py --smoke        # under 2 minutes on CPU (models cached after a first run)
+    python experiments/iterated_rlhf.py                # the default grid, 4 rounds
+    tensorboard --logdir runs
+
+Writes ``runs/iterated_rlhf/<run>/``: TensorBoard scalars ``<cell>/iter<k>/{rl,bon}/{gold,proxy,kl,d,gap}`` (per
+PPO evaluation step / per ``n``), ``results.json`` (per cell and iteration: final gold, proxy, gap, KL, gold at
+matched KL, the fits with R^2, the curves), ``overoptimisation.png`` (round 1 of the first cell: gold and proxy vs
+``d`` with the fits, best-of-n and RL) and ``iterations.png`` (gold-proxy gap and gold at matched KL per round, per
+cell); prints a table.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+from typing import Any
+
+import matplotlib
+import numpy as np
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+from jaxsafety.config import check, check_choice, check_range, format_number, parse_cli, print_table
+from jaxsafety.rl.lm_ppo import LMPPOConfig
+from jaxsafety.rlhf import IteratedRLHFConfig, RLHFTaskConfig, predict_overoptimization
+from jaxsafety.rlhf.iterate import INITS, REWARD_FNS, TRANSFERS
+from jaxsafety.rlhf.pipeline import StudyConfig, run_iterated_rlhf
+from jaxsafety.train import FinetuneConfig, progress
+from jaxsafety.train.experiment import Run, start_run
+from jaxsafety.train.pretrained import ArithmeticLMConfig
+from jaxsafety.xla_flags import prefer_fast_compile
+
+BASELINE = "concat/latest/sft"
+DEFAULT_GRID = (
+    BASELINE,
+    "last/latest/sft",
+    "sample_mix/latest/sft",
+    "concat/ensemble_mean/sft",
+    "concat/worst_case/sft",
+    "concat/weight_average/sft",
+    "concat/latest/continue",
+    "concat/latest/liti",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class IteratedRLHFExperiment:
+    """The study (``study``: policy, task, RMs, PPO, measurements) and the grid of iterated-RLHF options.
+
+    ``grid``: cells ``"transfer/reward_fn/policy_init"``; the other fields are shared by every cell
+    (:class:`jaxsafety.rlhf.IteratedRLHFConfig`)."""
+
+    run_name: str | None = None
+    out_dir: str = "runs"
+    study: StudyConfig = StudyConfig()
+    grid: tuple[str, ...] = DEFAULT_GRID
+    num_iterations: int = 4
+    prompts_per_round: int = 128
+    label_temperature: float = 0.1
+    liti_eta: float = 0.5
+    num_seeds: int = 2
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check(len(self.grid) >= 1, "grid", self.grid, "non-empty tuples of 'transfer/reward_fn/policy_init'")
+        for c in self.grid:
+            parts = c.split("/")
+            check(len(parts) == 3, "grid", c, "'transfer/reward_fn/policy_init' strings")
+            check_choice("grid transfer", parts[0], TRANSFERS)
+            check_choice("grid reward_fn", parts[1], REWARD_FNS)
+            check_choice("grid policy_init", parts[2], INITS)
+        check(len(set(self.grid)) == len(self.grid), "grid", self.grid, "tuples without repeated cells")
+        check_range("prompts_per_round", self.prompts_per_round, ge=2, integer=True)
+        check(
+            self.prompts_per_round <= self.study.task.num_prompts - self.study.eval_prompts,
+            "prompts_per_round",
+            self.prompts_per_round,
+            "integers <= the training prompts (study.task.num_prompts - study.eval_prompts)",
+        )
+        self.cell(self.grid[0])  # validates the shared fields (ConfigError names them)
+
+    def cell(self, name: str) -> IteratedRLHFConfig:
+        """The :class:`IteratedRLHFConfig` of grid cell ``name``."""
+        transfer, reward_fn, init = name.split("/")
+        return IteratedRLHFConfig(
+            num_iterations=self.num_iterations,
+            prompts_per_round=self.prompts_per_round,
+            label_temperature=self.label_temperature,
+            transfer=transfer,
+            reward_fn=reward_fn,
+            policy_init=init,
+            liti_eta=self.liti_eta,
+            num_seeds=self.num_seeds,
+            seed=self.seed,
+        )
+
+
+SMOKE = IteratedRLHFExperiment(
+    study=StudyConfig(
+        lm=ArithmeticLMConfig(d_model=32, n_layers=1, n_heads=2, max_operand=9, steps=150),
+        task=RLHFTaskConfig(num_prompts=128, max_operand=9, response_len=4),
+        sft=FinetuneConfig(steps=20, batch_size=16, chunk_steps=20),
+        rm_steps=40,
+        rm_batch=16,
+        rm_d_model=16,
+        ppo=LMPPOConfig(lr=1e-3, kl_coef=0.02, num_samples=2, update_epochs=1),
+        ppo_steps=6,
+        ppo_batch=8,
+        eval_every=2,
+        eval_prompts=32,
+        bon_ns=(1, 2, 4, 8),
+        bon_prompts=16,
+        kl_match=0.5,
+    ),
+    grid=(BASELINE, "last/ensemble_mean/continue"),
+    num_iterations=2,
+    prompts_per_round=32,
+)
+
+
+def _slug(cell: str) -> str:
+    return cell.replace("/", "-")
+
+
+def plot_overoptimisation(run: Run, it: dict[str, Any], cell: str) -> None:
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    for ax, kind, form in ((axes[0], "bon", "bon"), (axes[1], "rl", "rl")):
+        c = it[kind]
+        d = np.asarray(c["d"])
+        grid = np.linspace(0.0, max(float(d.max()), 1e-3), 100)
+        for name, color in (("gold", "C0"), ("proxy", "C1")):
+            f = it["fits"][f"{kind}_{name}"]
+            ax.plot(d, c[name], "o", color=color, label=f"{name}")
+            fit = np.asarray(predict_overoptimization(grid, f["alpha"], f["beta"], form))
+            ax.plot(grid, fit, "--", color=color, linewidth=1, label=f"{name} fit (R$^2$={f['r2']:.2f})")
+        ax.axhline(0.0, color="k", linewidth=0.5)
+        ax.set_xlabel("d = sqrt(KL to SFT) (nats$^{1/2}$)")
+        ax.set_title({"bon": "best-of-n", "rl": "PPO"}[kind], fontsize=9)
+        ax.legend(fontsize=7)
+    axes[0].set_ylabel("reward (SFT = 0)")
+    fig.suptitle(f"reward over-optimisation, round 1 of {cell}", fontsize=9)
+    fig.tight_layout()
+    run.save_figure(fig, "overoptimisation")
+    plt.close(fig)
+
+
+def plot_iterations(run: Run, results: dict[str, Any]) -> None:
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    for cell, res in results.items():
+        its = res["iterations"]
+        x = [i["iteration"] + 1 for i in its]
+        style = "-" if cell == BASELINE else "--"
+        axes[0].plot(x, [i["final"]["gap"] for i in its], style, marker="o", label=cell)
+        axes[1].plot(x, [i["gold_at_kl"] for i in its], style, marker="o", label=cell)
+    axes[0].set_ylabel("proxy - gold at the end of PPO")
+    axes[1].set_ylabel("gold at matched KL")
+    for ax in axes:
+        ax.set_xlabel("round")
+        ax.axhline(0.0, color="k", linewidth=0.5)
+    axes[0].legend(fontsize=6)
+    fig.tight_layout()
+    run.save_figure(fig, "iterations")
+    plt.close(fig)
+
+
+def main(cfg: IteratedRLHFExperiment) -> dict[str, Any]:
+    t_start = time.time()
+    run = start_run("iterated_rlhf", cfg, run_name=cfg.run_name, root=cfg.out_dir)
+    total = len(cfg.grid) * cfg.num_iterations * cfg.study.ppo_steps
+    print(
+        f"[iterated_rlhf] {len(cfg.grid)} cells x {cfg.num_iterations} rounds x {cfg.study.ppo_steps} PPO steps, "
+        f"{cfg.num_seeds} RM seeds per round",
+        flush=True,
+    )
+    cells: dict[str, Any] = {}
+    with run, progress(total=total, desc="PPO steps") as bar:
+        for name in cfg.grid:
+            t_cell = time.time()
+
+            def log(prefix: str, values: dict[str, float], step: int, name: str = name) -> None:
+                run.tracker.scalars(values, step, prefix=f"{_slug(name)}/{prefix}")
+
+            cells[name] = run_iterated_rlhf(cfg.study, cfg.cell(name), log=log, on_step=lambda: bar.update(1))
+            print(f"[iterated_rlhf] {name}: {time.time() - t_cell:.0f} s", flush=True)
+        first = cfg.grid[0]
+        plot_overoptimisation(run, cells[first]["iterations"][0], first)
+        plot_iterations(run, cells)
+        rows = []
+        for name, res in cells.items():
+            for it in res["iterations"]:
+                f, fits = it["final"], it["fits"]
+                rows.append(
+                    [name, str(it["iteration"] + 1)]
+                    + [format_number(f[k], ".3f") for k in ("gold", "proxy", "gap", "kl")]
+                    + [format_number(it["gold_at_kl"], ".3f")]
+                    + [format_number(fits[k]["r2"], ".2f") for k in ("bon_gold", "rl_gold")]
+                )
+        print_table(
+            [
+                "cell",
+                "round",
+                "gold",
+                "proxy",
+                "gap",
+                "KL",
+                f"gold@KL={cfg.study.kl_match}",
+                "R2 BoN",
+                "R2 RL",
+            ],
+            rows,
+        )
+        results = {
+            "experiment": "iterated_rlhf",
+            "run": run.name,
+            "cells": cells,
+            "definitions": {
+                "gold": "programmatic gold reward minus the SFT policy's mean (SFT = 0), on held-out prompts",
+                "proxy": "the round's combined proxy reward minus its mean on the SFT policy's samples",
+                "gap": "proxy - gold",
+                "kl": "KL(policy || SFT) per response, nats (k3 estimator summed over tokens)",
+                "gold_at_kl": "gold interpolated along the PPO curve at KL = study.kl_match (NaN if not reached)",
+                "fits": "Gao et al.: best-of-n R = d (alpha - beta d), RL R = d (alpha - beta log d); r2 about the mean",
+            },
+        }
+        run.finish(results, t_start)
+    return results
+
+
+def parse_args(argv: list[str]) -> IteratedRLHFExperiment:
+    return parse_cli(
+        IteratedRLHFExperiment, argv, presets={"smoke": SMOKE}, description=__doc__.splitlines()[0]
+    )
+
+
+if __name__ == "__main__":
+    config = parse_args(sys.argv[1:])
+    if "--smoke" in sys.argv[1:]:
+        prefer_fast_compile()  # smoke sizes are compile-bound (the backend has not started yet)
+    main(config)
+    sys.exit(0)
