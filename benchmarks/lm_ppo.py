@@ -26,7 +26,9 @@ TRL's figures are the faster of 1 and 2 torch threads; ours uses XLA's default t
 How it is timed. TRL runs in its own process, so calls cannot be interleaved round by round: ours is timed
 first, then TRL, with the os load average recorded before and after each (``load_avg``). Ours: AOT compile time
 apart, then the median of ``repeats`` steady calls (harness ``time_jitted``). TRL: the median over iterations
-after a warm-up iteration; its per-iteration ``housekeeping_s`` (the trainer's own ``gc.collect()`` and
+after a warm-up iteration. Full runs add ``single_core``: ours and TRL (1 torch thread) re-run in subprocesses
+pinned to the same one CPU (ours then runs one XLA thread), a per-core ratio that moves less with the machine's
+load. TRL's per-iteration ``housekeeping_s`` (the trainer's own ``gc.collect()`` and
 ``empty_cache()`` calls) is inside its end-to-end time and reported, with the end-to-end rate without it, so the
 ratio can be read both ways.
 
@@ -64,6 +66,7 @@ __all__ = [
     "ours",
     "reward_scorer",
     "run",
+    "single_core",
     "trl",
 ]
 
@@ -236,8 +239,11 @@ def ours(bc: BenchConfig, policy: ScoreModel, reward: ScoreModel) -> dict[str, A
     }
 
 
-def trl(bc: BenchConfig, policy_dir: Path, score_dir: Path, threads: str = "1,2") -> dict[str, Any]:
-    """Run ``lm_ppo_trl.py`` in ``.venv-trl`` on the exported weights; its JSON (raises if the venv is missing)."""
+def trl(
+    bc: BenchConfig, policy_dir: Path, score_dir: Path, threads: str = "1,2", cpu: int | None = None
+) -> dict[str, Any]:
+    """Run ``lm_ppo_trl.py`` in ``.venv-trl`` on the exported weights (pinned to ``cpu`` if given); its JSON
+    (raises if the venv is missing)."""
     if not TRL_PYTHON.exists():
         raise RuntimeError(f"TRL peer venv {TRL_PYTHON} is missing: create it with `{TRL_INSTALL}`")
     with tempfile.TemporaryDirectory() as tmp:
@@ -256,12 +262,47 @@ def trl(bc: BenchConfig, policy_dir: Path, score_dir: Path, threads: str = "1,2"
             "--warmup=1",
             f"--threads={threads}",
             f"--out={out}",
-        ]
+        ] + ([f"--cpu={cpu}"] if cpu is not None else [])
         env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO)
         if proc.returncode != 0:
             raise RuntimeError(f"TRL peer failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
         return json.loads(out.read_text())
+
+
+def _ratios(ours_res: dict[str, Any], peer: dict[str, Any], tokens: int) -> dict[str, float]:
+    keys = ("generate_tok_s", "rollout_tok_s", "update_tok_s", "end_to_end_tok_s")
+    ratios = {k: ours_res[k] / peer[k] for k in keys}
+    ratios["end_to_end_vs_trl_without_housekeeping"] = ours_res["end_to_end_tok_s"] / (
+        tokens / (peer["iteration_s"] - peer["housekeeping_s"])
+    )
+    return ratios
+
+
+def single_core(quick: bool, policy_dir: Path, score_dir: Path) -> dict[str, Any] | None:
+    """Ours and TRL (1 torch thread) each re-run in a subprocess pinned to the same one CPU.
+
+    Pinned before jax is imported, XLA runs one thread; the ratio is then per-core efficiency and moves less with
+    the load other processes put on the machine than the all-core one. None when this process has one CPU."""
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    if len(cpus) < 2:
+        return None
+    cpu = cpus[-1]
+    bc = bench_config(quick)
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "ours.json"
+        # the child pins itself before importing jax (no preexec_fn: forking a threaded process)
+        code = (
+            f"import os; os.sched_setaffinity(0, {{{cpu}}}); import json, sys; "
+            f"from benchmarks import lm_ppo as m; bc = m.bench_config({quick}); "
+            f"json.dump(m.ours(bc, *m.make_models(bc.model)), open(sys.argv[1], 'w'), default=float)"
+        )
+        subprocess.run([sys.executable, "-c", code, str(out)], check=True, cwd=REPO)
+        ours_res = json.loads(out.read_text())
+    trl_res = trl(bc, policy_dir, score_dir, threads="1", cpu=cpu)
+    ratios = _ratios(ours_res, trl_res["best"], bc.batch * bc.response_len)
+    print("[lm_ppo] [1 core] ours/TRL: " + ", ".join(f"{k} {v:.2f}x" for k, v in ratios.items()))
+    return {"cpu": cpu, "ours": ours_res, "trl": trl_res, "ratios_ours_over_trl": ratios}
 
 
 def run(quick: bool = False) -> dict[str, Any]:
@@ -275,14 +316,12 @@ def run(quick: bool = False) -> dict[str, Any]:
         load["after_ours"] = os.getloadavg()
         trl_res = trl(bc, policy_dir, score_dir)
         load["after_trl"] = os.getloadavg()
+        one_core = None if quick else single_core(quick, policy_dir, score_dir)
+        load["after_single_core"] = os.getloadavg()
     peer = trl_res["best"]
     tokens = bc.batch * bc.response_len
     peer_no_hk = tokens / (peer["iteration_s"] - peer["housekeeping_s"])
-    ratios = {
-        k: ours_res[k] / peer[k]
-        for k in ("generate_tok_s", "rollout_tok_s", "update_tok_s", "end_to_end_tok_s")
-    }
-    ratios["end_to_end_vs_trl_without_housekeeping"] = ours_res["end_to_end_tok_s"] / peer_no_hk
+    ratios = _ratios(ours_res, peer, tokens)
     summary = ", ".join(f"{k} {v:.2f}x" for k, v in ratios.items())
     print(f"[lm_ppo] ours/TRL ({trl_res['trainer']} {trl_res['versions']['trl']}): {summary}")
     return {
@@ -297,6 +336,7 @@ def run(quick: bool = False) -> dict[str, Any]:
         "trl": trl_res,
         "trl_end_to_end_without_housekeeping_tok_s": peer_no_hk,
         "ratios_ours_over_trl": ratios,
+        "single_core": one_core,
         "load_avg": load,
         "python": sys.version.split()[0],
     }

@@ -248,7 +248,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--threads", default="1,2", help="comma-separated torch thread counts")
     p.add_argument("--out", default=None, help="JSON file (default: stdout)")
+    p.add_argument("--cpu", type=int, default=None, help="pin this process to this CPU (before torch loads)")
     a = p.parse_args(argv)
+    if a.cpu is not None:
+        os.sched_setaffinity(0, {a.cpu})
     for name in ("batch", "prompt_len", "response_len", "epochs", "minibatches", "iters"):
         if getattr(a, name) < 1:
             p.error(
@@ -294,6 +297,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             k: getattr(a, k)
             for k in ("batch", "prompt_len", "response_len", "epochs", "minibatches", "iters", "warmup")
         },
+        "cpu_pinned": a.cpu,
         "runs": runs,
         "best_threads": best["threads"],
         "best": {k: v for k, v in best.items() if k != "times_s"},
