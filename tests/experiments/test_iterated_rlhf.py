@@ -1,0 +1,81 @@
+"""experiments/iterated_rlhf.py end to end (as a user runs it) and its config errors."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from tests.experiments.script_runner import parse_experiment_cli, run_experiment
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    return run_experiment("iterated_rlhf.py", *args, timeout=900)
+
+
+@pytest.mark.slow  # ~60 s on 2 CPU cores with the models cached (~2 min on a cold cache)
+def test_smoke_writes_table_plots_and_logs(tmp_path: Path):
+    out = _run("--smoke", "--out-dir", str(tmp_path), "--run-name", "s")
+    assert out.returncode == 0, out.stderr[-3000:]
+    run = tmp_path / "iterated_rlhf" / "s"
+    res = json.loads((run / "results.json").read_text())
+    cells = res["cells"]
+    assert list(cells) == ["concat/latest/sft", "last/ensemble_mean/continue"]
+    for name, cell in cells.items():
+        its = cell["iterations"]
+        assert [i["iteration"] for i in its] == [0, 1]
+        for k, it in enumerate(its):
+            rl, bon, f = it["rl"], it["bon"], it["final"]
+            assert rl["step"] == [0, 2, 4, 6]
+            assert all(x >= 0 for x in rl["kl"])  # k3 summed: nonnegative by construction
+            np.testing.assert_allclose(rl["d"], np.sqrt(rl["kl"]))
+            n = np.asarray(bon["n"], float)
+            np.testing.assert_allclose(bon["kl"], np.log(n) - (n - 1) / n, atol=1e-6)
+            assert abs(bon["gold"][0]) < 1e-5 and abs(bon["proxy"][0]) < 1e-5  # best-of-1 = SFT = 0
+            assert f["gold"] == rl["gold"][-1] and f["kl"] == rl["kl"][-1]
+            assert f["gap"] == pytest.approx(f["proxy"] - f["gold"])
+            assert it["num_pairs"] == 32 * (k + 1 if name.startswith("concat") else 1)
+            assert 0.5 <= it["label_accuracy"] <= 1.0 and len(it["rm_accuracy"]) == 2
+            for fit in it["fits"].values():
+                assert math.isnan(fit["r2"]) or fit["r2"] <= 1.0 + 1e-6  # least squares through 0: r2 <= 1
+            g = it["gold_at_kl"]
+            assert math.isnan(g) or min(rl["gold"]) - 1e-6 <= g <= max(rl["gold"]) + 1e-6
+        # round 1 restarts from SFT in every cell: the first evaluation IS the SFT policy (gold 0, KL 0, proxy 0)
+        assert (
+            its[0]["rl"]["gold"][0] == 0.0
+            and its[0]["rl"]["kl"][0] == 0.0
+            and its[0]["rl"]["proxy"][0] == 0.0
+        )
+    # round 1 is the same in both cells (same seed, one round of data, one RM: latest = ensemble mean)
+    a, b = (cells[c]["iterations"][0]["final"] for c in cells)
+    assert a == pytest.approx(b, rel=1e-4, abs=1e-5)
+    # 'continue' starts round 2 from round 1's policy: its KL to SFT is not 0 there
+    assert cells["last/ensemble_mean/continue"]["iterations"][1]["rl"]["kl"][0] > 0
+    assert cells["concat/latest/sft"]["iterations"][1]["rl"]["kl"][0] == 0.0
+    for png in ("overoptimisation.png", "iterations.png"):
+        assert (run / png).stat().st_size > 5000
+    assert "gold@KL" in out.stdout and "concat/latest/sft" in out.stdout
+    ea = EventAccumulator(str(run), size_guidance={"scalars": 0})
+    ea.Reload()
+    tags = set(ea.Tags()["scalars"])
+    assert {"concat-latest-sft/iter0/rl/gold", "concat-latest-sft/iter1/bon/proxy"} <= tags
+    assert len(ea.Scalars("concat-latest-sft/iter0/rl/kl")) == 4
+
+
+def test_bad_flags_exit_with_one_line(tmp_path: Path):
+    cases = {
+        ("--grid", "concat/latest/sft", "concat/median/sft"): "grid reward_fn='median' is invalid",
+        ("--grid", "concat-latest-sft"): "grid='concat-latest-sft' is invalid",
+        ("--num-iterations", "0"): "num_iterations=0 is invalid",
+        ("--study.bon-ns", "4"): "bon_ns",
+        ("--prompts-per-round", "100000"): "prompts_per_round=100000 is invalid",
+    }
+    for argv, message in cases.items():
+        code, _, err = parse_experiment_cli("iterated_rlhf.py", *argv, "--out-dir", str(tmp_path))
+        assert code == 2 and err.count("\n") == 1 and message in err, (argv, err)
+    assert not any(tmp_path.iterdir())
