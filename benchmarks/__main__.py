@@ -12,7 +12,7 @@ from pathlib import Path
 
 from benchmarks.harness import RESULTS_DIR, write_result
 
-_NOT_BENCHMARKS = {"harness", "__main__", "uplift_numpy"}  # uplift_numpy: the peer of uplift_mc
+_NOT_BENCHMARKS = {"harness", "__main__", "uplift_numpy", "lm_ppo_trl"}  # peers run by uplift_mc and lm_ppo
 
 
 def discover() -> list[str]:
