@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jaxsafety.config import check, check_range, config_to_dict
+from jaxsafety.config import check, check_choice, check_range, config_to_dict
 from jaxsafety.models import GPT2Config, SamplingConfig, ScoreModel, generate
 from jaxsafety.rl.lm_ppo import LMPPO, LMPPOConfig, make_lm_ppo
 from jaxsafety.rl.reward import PreferenceBatch, RewardModelConfig, train_reward_models
@@ -150,14 +150,20 @@ def proxy_reward_fn(graphdef: Any, mode: str) -> Callable[..., jax.Array]:
 
 
 def train_round_rm(
-    task: RLHFTask, pairs: PreferencePairs, config: RewardModelConfig, key: jax.Array, num_models: int
+    task: RLHFTask,
+    pairs: PreferencePairs,
+    config: RewardModelConfig,
+    key: jax.Array,
+    num_models: int,
+    backbone: Any = None,
 ) -> tuple[Any, Any, dict[str, np.ndarray]]:
     """Train one round's proxy RM: ``num_models`` members (seeds) in one vmapped jit on ``pairs`` (prompt +
     response sequences, :func:`jaxsafety.rlhf.pair_sequences`). Returns ``(graphdef, params [E, ...],
-    metrics)`` with ``metrics['accuracy']`` ``[E]`` the last-quarter training accuracy per member."""
+    metrics)`` with ``metrics['accuracy']`` ``[E]`` the last-quarter training accuracy per member. ``backbone``: a
+    pretrained ``CausalLM`` every member starts from (``config.model`` None then)."""
     c, cm, r, rm = pair_sequences(task, pairs)
     cfg = dataclasses.replace(config, batch_size=min(config.batch_size, pairs.num_pairs))
-    rms = train_reward_models(cfg, PreferenceBatch(c, cm, r, rm), key, num_models)
+    rms = train_reward_models(cfg, PreferenceBatch(c, cm, r, rm), key, num_models, backbone=backbone)
     q = max(1, cfg.num_steps // 4)
     acc = np.asarray(rms.metrics["accuracy"])[:, -q:].mean(-1)
     return rms.graphdef, rms.params, {"accuracy": acc}
@@ -261,25 +267,27 @@ class StudyConfig:
 
     ``lm`` / ``lm_seed`` / ``sft``: the SFT policy (:func:`sft_policy`); ``task``: prompts and gold;
     ``rm_*``: the proxy RMs (:class:`jaxsafety.rl.reward.RewardModelConfig`: GPT-2 backbones of
-    ``rm_d_model`` x ``rm_layers``, trained from scratch, smaller than the policy; the gold is programmatic); ``ppo``: LM PPO (EOS/pad ids and
+    ``rm_d_model`` x ``rm_layers`` trained from scratch with ``rm_init="scratch"``, or with ``"sft"`` the SFT
+    policy's backbone with a new head, as in Gao et al. and Wolf et al.; the gold is programmatic); ``ppo``: LM PPO (EOS/pad ids and
     ``max_new_tokens`` are set from the task); ``ppo_steps`` per round, ``ppo_batch`` prompts per step,
     ``eval_every`` steps, ``eval_prompts`` held out (the last rows of the task); ``bon_ns`` the best-of-n grid
     and ``bon_prompts``; ``kl_match``: the KL (nats) for "gold at matched KL"."""
 
     lm: ArithmeticLMConfig = ArithmeticLMConfig(max_operand=30, steps=300)
     lm_seed: int = 0
-    task: RLHFTaskConfig = RLHFTaskConfig(num_prompts=512, max_operand=30, response_len=5)
+    task: RLHFTaskConfig = RLHFTaskConfig(num_prompts=2048, max_operand=30, response_len=5)
     sft: FinetuneConfig = FinetuneConfig(steps=50, batch_size=32, chunk_steps=50)
-    rm_steps: int = 200
+    rm_steps: int = 400
     rm_batch: int = 32
-    rm_optim: OptimizerConfig = OptimizerConfig(lr=1e-3)
+    rm_optim: OptimizerConfig = OptimizerConfig(lr=1e-4)
     rm_d_model: int = 32
     rm_layers: int = 1
-    ppo: LMPPOConfig = LMPPOConfig(lr=3e-4, kl_coef=0.02, num_samples=2, update_epochs=2)
-    ppo_steps: int = 60
+    rm_init: str = "sft"
+    ppo: LMPPOConfig = LMPPOConfig(lr=1e-4, kl_coef=0.02, num_samples=2, update_epochs=2)
+    ppo_steps: int = 100
     ppo_batch: int = 32
     eval_every: int = 10
-    eval_prompts: int = 64
+    eval_prompts: int = 128
     bon_ns: tuple[int, ...] = (1, 2, 4, 8, 16, 32)
     bon_prompts: int = 64
     kl_match: float = 1.0
@@ -302,6 +310,7 @@ class StudyConfig:
             "tuples of >= 2 integers >= 1",
         )
         check_range("kl_match", self.kl_match, gt=0)
+        check_choice("rm_init", self.rm_init, ("sft", "scratch"))
         check(
             self.eval_prompts < self.task.num_prompts,
             "eval_prompts",
@@ -338,10 +347,13 @@ def run_iterated_rlhf(
         num_steps=study.rm_steps,
         batch_size=study.rm_batch,
         optim=study.rm_optim,
-        model=GPT2Config(
+        model=None
+        if study.rm_init == "sft"
+        else GPT2Config(
             vocab_size=vocab, max_seq_len=width, d_model=study.rm_d_model, n_layers=study.rm_layers, n_heads=2
         ),
     )
+    rm_backbone = lm if study.rm_init == "sft" else None
     ppo_cfg = dataclasses.replace(
         study.ppo, max_new_tokens=study.task.response_len, eos_token_id=EOS, pad_token_id=PAD
     )
@@ -379,7 +391,9 @@ def run_iterated_rlhf(
             rounds, cell.transfer, k_mix, mix_size=cell.effective_mix_size, repeat_prompts=cell.repeat_prompts
         )
         # 2. the round's RM: num_seeds members in one vmapped jit
-        rm_graphdef, members, rm_metrics = train_round_rm(task, data, rm_cfg, k_rm, cell.num_seeds)
+        rm_graphdef, members, rm_metrics = train_round_rm(
+            task, data, rm_cfg, k_rm, cell.num_seeds, rm_backbone
+        )
         if buffer is None:
             buffer = RMBuffer.empty(members, cell.num_iterations)
             reward_fn = proxy_reward_fn(rm_graphdef, mode)
