@@ -51,9 +51,11 @@ def test_smoke_writes_table_plots_and_logs(tmp_path: Path):
             and its[0]["rl"]["kl"][0] == 0.0
             and its[0]["rl"]["proxy"][0] == 0.0
         )
-    # round 1 is the same in both cells (same seed, one round of data, one RM: latest = ensemble mean)
-    a, b = (cells[c]["iterations"][0]["final"] for c in cells)
-    assert a == pytest.approx(b, rel=1e-4, abs=1e-5)
+    # round 1 has the same data and RM in both cells (same seed; one RM: latest = ensemble mean up to float
+    # rounding), so the same best-of-n curve (not compared: the PPO runs, chaotic under rounding differences)
+    a, b = (cells[c]["iterations"][0] for c in cells)
+    assert a["rm_accuracy"] == b["rm_accuracy"] and a["num_pairs"] == b["num_pairs"]
+    np.testing.assert_allclose(a["bon"]["proxy"], b["bon"]["proxy"], atol=1e-3)
     # 'continue' starts round 2 from round 1's policy: its KL to SFT is not 0 there
     assert cells["last/ensemble_mean/continue"]["iterations"][1]["rl"]["kl"][0] > 0
     assert cells["concat/latest/sft"]["iterations"][1]["rl"]["kl"][0] == 0.0
