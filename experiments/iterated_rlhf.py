@@ -178,6 +178,23 @@ def plot_iterations(run: Run, results: dict[str, Any]) -> None:
     plt.close(fig)
 
 
+def summarise(cells: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """Per cell: the gold-proxy gap at the end of PPO in the first and last round and its mean over the later
+    rounds, and the last round's gold and KL (the over-optimisation a cell's options leave)."""
+    out = {}
+    for name, res in cells.items():
+        gaps = [i["final"]["gap"] for i in res["iterations"]]
+        last = res["iterations"][-1]["final"]
+        out[name] = {
+            "gap_first": gaps[0],
+            "gap_last": gaps[-1],
+            "gap_mean_after_first": float(np.mean(gaps[1:])) if len(gaps) > 1 else float("nan"),
+            "gold_last": last["gold"],
+            "kl_last": last["kl"],
+        }
+    return out
+
+
 def main(cfg: IteratedRLHFExperiment) -> dict[str, Any]:
     t_start = time.time()
     run = start_run("iterated_rlhf", cfg, run_name=cfg.run_name, root=cfg.out_dir)
@@ -224,10 +241,19 @@ def main(cfg: IteratedRLHFExperiment) -> dict[str, Any]:
             ],
             rows,
         )
+        summary = summarise(cells)
+        ranking = sorted(summary, key=lambda c: summary[c]["gap_last"])
+        print(
+            "[iterated_rlhf] final-round gold-proxy gap, smallest first: "
+            + ", ".join(f"{c} {summary[c]['gap_last']:.3f}" for c in ranking),
+            flush=True,
+        )
         results = {
             "experiment": "iterated_rlhf",
             "run": run.name,
             "cells": cells,
+            "summary": summary,
+            "ranking_by_final_gap": ranking,
             "definitions": {
                 "gold": "programmatic gold reward minus the SFT policy's mean (SFT = 0), on held-out prompts",
                 "proxy": "the round's combined proxy reward minus its mean on the SFT policy's samples",

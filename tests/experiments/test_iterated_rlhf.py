@@ -59,6 +59,14 @@ def test_smoke_writes_table_plots_and_logs(tmp_path: Path):
     # 'continue' starts round 2 from round 1's policy: its KL to SFT is not 0 there
     assert cells["last/ensemble_mean/continue"]["iterations"][1]["rl"]["kl"][0] > 0
     assert cells["concat/latest/sft"]["iterations"][1]["rl"]["kl"][0] == 0.0
+    for name, sm in res["summary"].items():
+        gaps = [i["final"]["gap"] for i in cells[name]["iterations"]]
+        assert sm["gap_first"] == gaps[0] and sm["gap_last"] == gaps[-1]
+        assert sm["gap_mean_after_first"] == pytest.approx(np.mean(gaps[1:]))
+    assert sorted(res["ranking_by_final_gap"]) == sorted(cells)
+    assert [res["summary"][c]["gap_last"] for c in res["ranking_by_final_gap"]] == sorted(
+        res["summary"][c]["gap_last"] for c in cells
+    )
     for png in ("overoptimisation.png", "iterations.png"):
         assert (run / png).stat().st_size > 5000
     assert "gold@KL" in out.stdout and "concat/latest/sft" in out.stdout
