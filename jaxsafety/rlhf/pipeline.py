@@ -301,6 +301,8 @@ class StudyConfig:
             "bon_prompts",
             "rm_d_model",
             "rm_layers",
+            "rm_steps",
+            "rm_batch",
         ):
             check_range(f, getattr(self, f), ge=1, integer=True)
         check(
@@ -311,6 +313,12 @@ class StudyConfig:
         )
         check_range("kl_match", self.kl_match, gt=0)
         check_choice("rm_init", self.rm_init, ("sft", "scratch"))
+        check(
+            self.ppo_batch <= self.task.num_prompts - self.eval_prompts,
+            "ppo_batch",
+            self.ppo_batch,
+            "integers <= the training prompts (task.num_prompts - eval_prompts)",
+        )
         check(
             self.eval_prompts < self.task.num_prompts,
             "eval_prompts",
@@ -339,6 +347,13 @@ def run_iterated_rlhf(
     ``iter<k>/bon/...`` per ``n``; ``on_step()`` is called after every PPO step (a progress bar). Returns a JSON-
     ready dict: ``iterations`` (per round: ``bon`` and ``rl`` curves, ``final`` gold / proxy / gap / kl,
     ``gold_at_kl``, ``fits`` with R^2, ``rm_accuracy``, ``label_accuracy``, ``num_pairs``) and ``sft_gold``."""
+    n_train = study.task.num_prompts - study.eval_prompts
+    check(
+        cell.prompts_per_round <= n_train,
+        "prompts_per_round",
+        cell.prompts_per_round,
+        f"integers <= the training prompts ({n_train} = task.num_prompts - eval_prompts)",
+    )
     key = jax.random.key(cell.seed)
     task = rlhf_task(study.task)
     lm, _ = sft_policy(study.lm, study.lm_seed, study.task, study.sft)
@@ -358,7 +373,6 @@ def run_iterated_rlhf(
         study.ppo, max_new_tokens=study.task.response_len, eos_token_id=EOS, pad_token_id=PAD
     )
     sampling = ppo_cfg.sampling
-    n_train = study.task.num_prompts - study.eval_prompts
     prompts, pmask = jnp.asarray(task.prompt_tokens), jnp.asarray(task.prompt_mask)
     ev_p, ev_m = prompts[n_train:], pmask[n_train:]
     bon_p, bon_m = ev_p[: study.bon_prompts], ev_m[: study.bon_prompts]

@@ -12,7 +12,7 @@ from flax import nnx
 from jaxsafety.config import ConfigError
 from jaxsafety.models import GPT2, GPT2Config, SamplingConfig, ScoreModel
 from jaxsafety.rl.lm_ppo import LMPPOConfig, make_lm_ppo
-from jaxsafety.rlhf import RLHFTaskConfig, gold_reward_fn, rlhf_task
+from jaxsafety.rlhf import IteratedRLHFConfig, RLHFTaskConfig, gold_reward_fn, rlhf_task
 from jaxsafety.rlhf.pipeline import (
     RMBuffer,
     StudyConfig,
@@ -21,6 +21,7 @@ from jaxsafety.rlhf.pipeline import (
     gold_at_kl,
     proxy_reward_fn,
     round_score,
+    run_iterated_rlhf,
     sft_policy,
 )
 from jaxsafety.rlhf.task import EOS, PAD
@@ -149,6 +150,12 @@ def test_gold_at_kl_against_numpy():
 def test_config_errors():
     with pytest.raises(ConfigError, match="eval_prompts"):
         StudyConfig(task=RLHFTaskConfig(num_prompts=64, max_operand=30, response_len=5), eval_prompts=64)
+    with pytest.raises(ConfigError, match="ppo_batch"):
+        StudyConfig(
+            task=RLHFTaskConfig(num_prompts=64, max_operand=30, response_len=5), eval_prompts=32, ppo_batch=33
+        )
+    with pytest.raises(ConfigError, match="prompts_per_round"):  # raised before anything trains
+        run_iterated_rlhf(StudyConfig(), IteratedRLHFConfig(prompts_per_round=5000))
     with pytest.raises(ConfigError, match="bon_ns"):
         StudyConfig(bon_ns=(4,))
     with pytest.raises(
