@@ -19,7 +19,14 @@ Writes ``runs/iterated_rlhf/<run>/``: TensorBoard scalars ``<cell>/iter<k>/{rl,b
 PPO evaluation step / per ``n``), ``results.json`` (per cell and iteration: final gold, proxy, gap, KL, gold at
 matched KL, the fits with R^2, the curves), ``overoptimisation.png`` (round 1 of the first cell: gold and proxy vs
 ``d`` with the fits, best-of-n and RL) and ``iterations.png`` (gold-proxy gap and gold at matched KL per round, per
-cell); prints a table.
+cell); prints a table and the cells ranked by their final-round gap.
+
+Measured (default config, 2 CPU cores, about 8.5 min per seed; policy seeds 0 and 1, one PPO run per cell each):
+best-of-n from SFT shows Gao et al.'s peak (round 1 gold +0.08 at n = 2, -0.26 at n = 32 while the proxy rises to
++1.16; fit R^2 1.00; seed 1: +0.06 -> -0.08); PPO's gold falls from the start while the proxy rises (the RL fit has
+alpha < 0: these proxies never improve on SFT under PPO). Over rounds, concatenated data shrinks the final gap
+(baseline 0.97 -> 0.80 and 0.94 -> 0.51), weight-averaged RMs most (0.17 and 0.18 in round 4), while take-last
+(1.80, 2.10) and sample_mix (1.01, 4.44) do not - the paper's ordering of the transfer options.
 """
 
 from __future__ import annotations
