@@ -5,6 +5,8 @@ design options of iterated RLHF of Wolf, Kirk, Musolesi 2025 (arXiv 2505.18126).
   token arrays (jitted), the SFT rows, Bradley-Terry label noise and preference-pair collection;
 - :mod:`~jaxsafety.rlhf.fits`: Gao et al.'s functional forms of gold reward vs ``d = sqrt(KL)`` (best-of-n and RL,
   closed-form least squares with R^2), ``KL_bon(n)``, the unbiased best-of-n estimator and gold normalisation;
+- :mod:`~jaxsafety.rlhf.pipeline`: the study's pipeline (SFT policy through the trained-model cache, per-round
+  proxy RM ensembles in a fixed buffer, best-of-n curves, LM PPO against the combined proxy, one grid cell);
 - :mod:`~jaxsafety.rlhf.iterate`: data transfer, reward combinators over stacked RM params, policy init (SFT /
   continue / LITI) and :class:`IteratedRLHFConfig`.
 
@@ -27,6 +29,19 @@ from jaxsafety.rlhf.iterate import (
     sample_mix_index,
     transfer_preferences,
     tree_interpolate,
+)
+from jaxsafety.rlhf.pipeline import (
+    PolicyEval,
+    RMBuffer,
+    StudyConfig,
+    best_of_n_curve,
+    evaluate_policy,
+    gold_at_kl,
+    proxy_reward_fn,
+    round_score,
+    run_iterated_rlhf,
+    sft_policy,
+    train_round_rm,
 )
 from jaxsafety.rlhf.task import (
     GoldConfig,
@@ -53,15 +68,21 @@ __all__ = [
     "GoldTerms",
     "IteratedRLHFConfig",
     "OverOptFit",
+    "PolicyEval",
     "PreferencePairs",
     "RLHFTask",
     "RLHFTaskConfig",
+    "RMBuffer",
+    "StudyConfig",
     "answers_from_prompts",
+    "best_of_n_curve",
     "best_of_n_expectation",
     "collect_preferences",
     "combined_reward",
     "concat_pairs",
+    "evaluate_policy",
     "fit_overoptimization",
+    "gold_at_kl",
     "gold_reward",
     "gold_reward_fn",
     "gold_terms",
@@ -71,10 +92,15 @@ __all__ = [
     "pair_sequences",
     "policy_init",
     "predict_overoptimization",
+    "proxy_reward_fn",
     "rlhf_task",
+    "round_score",
+    "run_iterated_rlhf",
     "sample_mix_index",
     "sft_data",
+    "sft_policy",
     "task_tokenizer",
+    "train_round_rm",
     "transfer_preferences",
     "tree_interpolate",
     "with_prompts",
