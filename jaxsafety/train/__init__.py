@@ -22,10 +22,21 @@ from jaxsafety.train.lm import (
 )
 from jaxsafety.train.loop import nnx_train_step, run_loop
 from jaxsafety.train.optim import OptimizerConfig, make_optimizer, make_schedule
+from jaxsafety.train.pretrained import (
+    ArithmeticLM,
+    ArithmeticLMConfig,
+    PretrainedLM,
+    TrainedModel,
+    arithmetic_lm,
+    pretrained_lm,
+    trained_model,
+)
 from jaxsafety.train.progress import progress, progress_enabled
 from jaxsafety.train.tracker import NoOpTracker, TensorBoardTracker, Tracker, log_history, make_tracker
 
 __all__ = [
+    "ArithmeticLM",
+    "ArithmeticLMConfig",
     "CheckpointError",
     "Checkpointer",
     "ConfigError",
@@ -36,9 +47,12 @@ __all__ = [
     "OptimizerConfig",
     "PretrainConfig",
     "PretrainResult",
+    "PretrainedLM",
     "SFTData",
     "TensorBoardTracker",
     "Tracker",
+    "TrainedModel",
+    "arithmetic_lm",
     "check",
     "check_choice",
     "check_range",
@@ -54,9 +68,11 @@ __all__ = [
     "nnx_train_step",
     "parse_cli",
     "pretrain",
+    "pretrained_lm",
     "progress",
     "progress_enabled",
     "run_loop",
     "sft_rows",
     "trainable_filter",
+    "trained_model",
 ]
