@@ -40,8 +40,6 @@ __all__ = ["PPOHyperparams", "PPOUpdate", "make_ppo_update", "ppo_loss"]
 ApplyFn = Callable[[Any, dict[str, jax.Array]], tuple[jax.Array, jax.Array, jax.Array]]
 PPOUpdate = Callable[[Any, optax.OptState, dict[str, jax.Array], jax.Array], tuple[Any, optax.OptState, dict]]
 
-METRICS = ("loss", "policy_loss", "value_loss", "entropy", "approx_kl", "approx_kl_k1", "clip_fraction")
-
 
 @dataclasses.dataclass(frozen=True)
 class PPOHyperparams:

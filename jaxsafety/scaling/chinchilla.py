@@ -582,6 +582,12 @@ def fit_chinchilla(
         )
 
 
+def _check_num_starts(num_starts: int, num_grid: int) -> None:
+    """The bootstraps' L-BFGS starts are the best ``num_starts`` of the ``num_grid`` grid points."""
+    if num_starts > num_grid:
+        raise ConfigError("num_starts", num_starts, f"integers <= the number of grid points ({num_grid})")
+
+
 def bootstrap_chinchilla(
     key: jax.Array,
     N: jax.Array,
@@ -610,10 +616,7 @@ def bootstrap_chinchilla(
     check_range("num_resamples", num_resamples, ge=2, integer=True)
     check_range("num_starts", num_starts, ge=1, integer=True)
     starts, data = _chinchilla_inputs(N, D, loss, grid)
-    if num_starts > starts.shape[0]:
-        raise ConfigError(
-            "num_starts", num_starts, f"integers <= the number of grid points ({starts.shape[0]})"
-        )
+    _check_num_starts(num_starts, starts.shape[0])
     with jax.enable_x64():
         return _bootstrap_chinchilla_core(
             key,
@@ -792,10 +795,7 @@ def bootstrap_power_law_offset(
     check_range("num_resamples", num_resamples, ge=1, integer=True)
     check_range("num_starts", num_starts, ge=1, integer=True)
     starts, log_c, log_loss, weights, center, num_points = _power_law_inputs(C, loss, grid)
-    if num_starts > starts.shape[0]:
-        raise ConfigError(
-            "num_starts", num_starts, f"integers <= the number of grid points ({starts.shape[0]})"
-        )
+    _check_num_starts(num_starts, starts.shape[0])
     with jax.enable_x64():
         boot = _bootstrap_power_law_core(
             key,
