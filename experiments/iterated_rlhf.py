@@ -77,7 +77,7 @@ class IteratedRLHFExperiment:
     study: StudyConfig = StudyConfig()
     grid: tuple[str, ...] = DEFAULT_GRID
     num_iterations: int = 4
-    prompts_per_round: int = 512
+    prompts_per_round: int = 1920
     label_temperature: float = 0.1
     liti_eta: float = 0.5
     num_seeds: int = 2

@@ -277,14 +277,16 @@ class StudyConfig:
     lm_seed: int = 0
     task: RLHFTaskConfig = RLHFTaskConfig(num_prompts=2048, max_operand=30, response_len=5)
     sft: FinetuneConfig = FinetuneConfig(steps=50, batch_size=32, chunk_steps=50)
-    rm_steps: int = 400
+    rm_steps: int = 1500
     rm_batch: int = 32
-    rm_optim: OptimizerConfig = OptimizerConfig(lr=1e-4)
+    rm_optim: OptimizerConfig = OptimizerConfig(lr=3e-4)
     rm_d_model: int = 32
     rm_layers: int = 1
     rm_init: str = "sft"
-    ppo: LMPPOConfig = LMPPOConfig(lr=1e-4, kl_coef=0.02, num_samples=2, update_epochs=2)
-    ppo_steps: int = 100
+    ppo: LMPPOConfig = LMPPOConfig(
+        lr=1e-4, kl_coef=0.02, num_samples=4, update_epochs=2, estimator="rloo", vf_coef=0.0
+    )
+    ppo_steps: int = 150
     ppo_batch: int = 32
     eval_every: int = 10
     eval_prompts: int = 128
