@@ -4,7 +4,7 @@
 The policy is an arithmetic-trained GPT-2 fine-tuned on the task's instruction/response rows (the SFT model: the
 initial policy and the KL reference, both cached). The gold reward is programmatic (:mod:`jaxsafety.rlhf.task`);
 it labels pairs of policy samples with Bradley-Terry noise, and small proxy reward models (an ensemble of
-``num_seeds`` members per round, trained in one vmapped jit) learn from those labels. Each round: collect pairs from
+``rm_members`` members per round, trained in one vmapped jit) learn from those labels. Each round: collect pairs from
 the current policy -> transfer the preference data -> train the round's RM -> best-of-n from SFT for ``n`` on a
 geometric grid and LM PPO from the round's init against the combined proxy; gold and proxy are measured against
 ``d = sqrt(KL(policy || SFT))`` and Gao et al.'s forms fitted. A cell of the ``grid`` is
@@ -12,28 +12,28 @@ geometric grid and LM PPO from the round's init against the combined proxy; gold
 :func:`jaxsafety.rlhf.pipeline.run_iterated_rlhf`.
 
     python experiments/iterated_rlhf.py --smoke        # under 2 minutes on CPU (models cached after a first run)
-    python experiments/iterated_rlhf.py                # the default grid, 4 rounds
+    python experiments/iterated_rlhf.py                # the default grid, 4 rounds, seeds 0 and 1 vmapped
+    python experiments/iterated_rlhf.py --seed 2 --num-seeds 1 --run-name s2     # more seeds, elsewhere ...
+    python experiments/iterated_rlhf.py --merge runs/iterated_rlhf/<run> runs/iterated_rlhf/s2   # ... pooled
     tensorboard --logdir runs
 
+The ``num_seeds`` runs of a cell are vmapped together (pair sampling, RM training - runs x members in one jit -,
+PPO steps, evaluations); every number is their mean, ``per_seed`` in ``results.json`` holds each run's own.
+
 Writes ``runs/iterated_rlhf/<run>/``: TensorBoard scalars ``<cell>/iter<k>/{rl,bon}/{gold,proxy,kl,d,gap}`` (per
-PPO evaluation step / per ``n``), ``results.json`` (per cell and iteration: final gold, proxy, gap, KL, gold at
+PPO evaluation step / per ``n``; the mean over runs, each run's under ``<cell>/seed<s>/``), ``results.json`` (per cell and iteration: final gold, proxy, gap, KL, gold at
 matched KL, the fits with R^2, the curves), ``overoptimisation.png`` (round 1 of the first cell: gold and proxy vs
 ``d`` with the fits, best-of-n and RL) and ``iterations.png`` (gold-proxy gap and gold at matched KL per round, per
 cell); prints a table and the cells ranked by their final-round gap.
-
-Measured (default config, 2 CPU cores, about 8.5 min per seed; policy seeds 0 and 1, one PPO run per cell each):
-best-of-n from SFT shows Gao et al.'s peak (round 1 gold +0.08 at n = 2, -0.26 at n = 32 while the proxy rises to
-+1.16; fit R^2 1.00; seed 1: +0.06 -> -0.08); PPO's gold falls from the start while the proxy rises (the RL fit has
-alpha < 0: these proxies never improve on SFT under PPO). Over rounds, concatenated data shrinks the final gap
-(baseline 0.97 -> 0.80 and 0.94 -> 0.51), weight-averaged RMs most (0.17 and 0.18 in round 4), while take-last
-(1.80, 2.10) and sample_mix (1.01, 4.44) do not - the paper's ordering of the transfer options.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import matplotlib
@@ -46,7 +46,7 @@ from jaxsafety.config import check, check_choice, check_range, format_number, pa
 from jaxsafety.rl.lm_ppo import LMPPOConfig
 from jaxsafety.rlhf import IteratedRLHFConfig, RLHFTaskConfig, predict_overoptimization
 from jaxsafety.rlhf.iterate import INITS, REWARD_FNS, TRANSFERS
-from jaxsafety.rlhf.pipeline import StudyConfig, run_iterated_rlhf
+from jaxsafety.rlhf.pipeline import StudyConfig, mean_over_seeds, run_iterated_rlhf
 from jaxsafety.train import FinetuneConfig, progress
 from jaxsafety.train.experiment import Run, start_run
 from jaxsafety.train.pretrained import ArithmeticLMConfig
@@ -70,7 +70,10 @@ class IteratedRLHFExperiment:
     """The study (``study``: policy, task, RMs, PPO, measurements) and the grid of iterated-RLHF options.
 
     ``grid``: cells ``"transfer/reward_fn/policy_init"``; the other fields are shared by every cell
-    (:class:`jaxsafety.rlhf.IteratedRLHFConfig`)."""
+    (:class:`jaxsafety.rlhf.IteratedRLHFConfig`; ``num_seeds`` runs from ``seed`` on, vmapped together, each
+    with ``rm_members`` RMs per round). ``merge``: instead of computing, pool the runs of earlier results
+    (run directories or ``results.json`` paths, of this grid and study; e.g. seeds run on several machines)
+    and report their mean."""
 
     run_name: str | None = None
     out_dir: str = "runs"
@@ -80,8 +83,10 @@ class IteratedRLHFExperiment:
     prompts_per_round: int = 1920
     label_temperature: float = 0.1
     liti_eta: float = 0.5
+    rm_members: int = 2
     num_seeds: int = 2
     seed: int = 0
+    merge: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         check(len(self.grid) >= 1, "grid", self.grid, "non-empty tuples of 'transfer/reward_fn/policy_init'")
@@ -100,6 +105,10 @@ class IteratedRLHFExperiment:
             "integers <= the training prompts (study.task.num_prompts - study.eval_prompts)",
         )
         self.cell(self.grid[0])  # validates the shared fields (ConfigError names them)
+        for path in self.merge:
+            check(_results_path(path).is_file(), "merge", path, "run directories or results.json files")
+        if self.merge:
+            merge_runs(self)  # the merged results' cells and seeds are checked before anything is written
 
     def cell(self, name: str) -> IteratedRLHFConfig:
         """The :class:`IteratedRLHFConfig` of grid cell ``name``."""
@@ -112,6 +121,7 @@ class IteratedRLHFExperiment:
             reward_fn=reward_fn,
             policy_init=init,
             liti_eta=self.liti_eta,
+            rm_members=self.rm_members,
             num_seeds=self.num_seeds,
             seed=self.seed,
         )
@@ -138,6 +148,34 @@ SMOKE = IteratedRLHFExperiment(
     num_iterations=2,
     prompts_per_round=32,
 )
+
+
+def _results_path(path: str) -> Path:
+    p = Path(path)
+    return p / "results.json" if p.is_dir() else p
+
+
+def merge_runs(cfg: IteratedRLHFExperiment) -> dict[str, Any]:
+    """Per grid cell, the runs of every ``cfg.merge`` result pooled and averaged
+    (:func:`jaxsafety.rlhf.pipeline.mean_over_seeds`). Raises ``ConfigError`` when a result lacks a cell of the
+    grid or two results share a seed."""
+    pooled: dict[str, list[dict[str, Any]]] = {name: [] for name in cfg.grid}
+    seeds: dict[str, list[int]] = {name: [] for name in cfg.grid}
+    for path in cfg.merge:
+        res = json.loads(_results_path(path).read_text())
+        run_cfg = res.get("config", {})
+        for name in cfg.grid:
+            check(name in res["cells"], "merge", path, f"results of a grid with the cell {name}")
+            cell = res["cells"][name]
+            runs = cell.get("per_seed", [cell])  # a result of one unbatched run is that run
+            pooled[name].extend(runs)
+            seeds[name].extend(cell.get("seeds", [run_cfg.get("seed", 0)]))
+    for name, ss in seeds.items():
+        check(len(set(ss)) == len(ss), "merge", cfg.merge, f"results of distinct seeds (cell {name}: {ss})")
+    return {
+        name: {**mean_over_seeds(runs, cfg.study.kl_match), "seeds": seeds[name], "per_seed": runs}
+        for name, runs in pooled.items()
+    }
 
 
 def _slug(cell: str) -> str:
@@ -186,34 +224,65 @@ def plot_iterations(run: Run, results: dict[str, Any]) -> None:
 
 
 def summarise(cells: dict[str, Any]) -> dict[str, dict[str, float]]:
-    """Per cell: the gold-proxy gap at the end of PPO in the first and last round and its mean over the later
-    rounds, and the last round's gold and KL (the over-optimisation a cell's options leave)."""
+    """Per cell (means over its runs): the gold-proxy gap at the end of PPO in the first and last round, its
+    standard deviation over runs in the last, its mean over the later rounds, the last round's gold and KL (the
+    over-optimisation a cell's options leave), and round 1's RL gold peak (the highest point of the mean gold
+    curve, with its KL) against that round's final gold (over-optimisation: a peak above 0, then a fall)."""
     out = {}
     for name, res in cells.items():
-        gaps = [i["final"]["gap"] for i in res["iterations"]]
-        last = res["iterations"][-1]["final"]
+        its = res["iterations"]
+        gaps = [i["final"]["gap"] for i in its]
+        last = its[-1]["final"]
+        rl = its[0]["rl"]
+        peak = int(np.argmax(rl["gold"]))
         out[name] = {
             "gap_first": gaps[0],
             "gap_last": gaps[-1],
+            "gap_last_sd": its[-1].get("final_sd", {}).get("gap", float("nan")),
             "gap_mean_after_first": float(np.mean(gaps[1:])) if len(gaps) > 1 else float("nan"),
             "gold_last": last["gold"],
             "kl_last": last["kl"],
+            "round1_rl_gold_peak": float(rl["gold"][peak]),
+            "round1_rl_gold_peak_kl": float(rl["kl"][peak]),
+            "round1_rl_gold_final": float(rl["gold"][-1]),
+            "num_runs": len(res.get("per_seed", [res])),
         }
     return out
+
+
+def _log_curves(run: Run, name: str, res: dict[str, Any]) -> None:
+    """A merged cell's mean curves under the tags the live run logs."""
+    for it in res["iterations"]:
+        prefix = f"{_slug(name)}/iter{it['iteration']}/"
+        bon, rl = it["bon"], it["rl"]
+        for i, n in enumerate(bon["n"]):
+            run.tracker.scalars(
+                {k: bon[k][i] for k in ("gold", "proxy", "d")}, int(n), prefix=prefix + "bon/"
+            )
+        for i, step in enumerate(rl["step"]):
+            row = {k: rl[k][i] for k in ("gold", "proxy", "kl", "d")}
+            run.tracker.scalars({**row, "gap": row["proxy"] - row["gold"]}, int(step), prefix=prefix + "rl/")
 
 
 def main(cfg: IteratedRLHFExperiment) -> dict[str, Any]:
     t_start = time.time()
     run = start_run("iterated_rlhf", cfg, run_name=cfg.run_name, root=cfg.out_dir)
-    total = len(cfg.grid) * cfg.num_iterations * cfg.study.ppo_steps
-    print(
-        f"[iterated_rlhf] {len(cfg.grid)} cells x {cfg.num_iterations} rounds x {cfg.study.ppo_steps} PPO steps, "
-        f"{cfg.num_seeds} RM seeds per round",
-        flush=True,
-    )
     cells: dict[str, Any] = {}
-    with run, progress(total=total, desc="PPO steps") as bar:
+    if cfg.merge:
+        print(f"[iterated_rlhf] merging {len(cfg.merge)} results: {', '.join(cfg.merge)}", flush=True)
+        cells = merge_runs(cfg)
+    total = 0 if cfg.merge else len(cfg.grid) * cfg.num_iterations * cfg.study.ppo_steps
+    if not cfg.merge:
+        print(
+            f"[iterated_rlhf] {len(cfg.grid)} cells x {cfg.num_iterations} rounds x {cfg.study.ppo_steps} PPO "
+            f"steps, seeds {cfg.cell(cfg.grid[0]).seeds} vmapped, {cfg.rm_members} RMs per round",
+            flush=True,
+        )
+    with run, progress(total=total, desc="PPO steps", enabled=False if cfg.merge else None) as bar:
         for name in cfg.grid:
+            if cfg.merge:
+                _log_curves(run, name, cells[name])
+                continue
             t_cell = time.time()
 
             def log(prefix: str, values: dict[str, float], step: int, name: str = name) -> None:
@@ -230,8 +299,9 @@ def main(cfg: IteratedRLHFExperiment) -> dict[str, Any]:
                 f, fits = it["final"], it["fits"]
                 rows.append(
                     [name, str(it["iteration"] + 1)]
-                    + [format_number(f[k], ".3f") for k in ("gold", "proxy", "gap", "kl")]
-                    + [format_number(it["gold_at_kl"], ".3f")]
+                    + [format_number(f[k], ".3f") for k in ("gold", "proxy", "gap")]
+                    + [format_number(it.get("final_sd", {}).get("gap", float("nan")), ".3f")]
+                    + [format_number(f["kl"], ".3f"), format_number(it["gold_at_kl"], ".3f")]
                     + [format_number(fits[k]["r2"], ".2f") for k in ("bon_gold", "rl_gold")]
                 )
         print_table(
@@ -241,6 +311,7 @@ def main(cfg: IteratedRLHFExperiment) -> dict[str, Any]:
                 "gold",
                 "proxy",
                 "gap",
+                "gap sd",
                 "KL",
                 f"gold@KL={cfg.study.kl_match}",
                 "R2 BoN",
@@ -265,6 +336,7 @@ def main(cfg: IteratedRLHFExperiment) -> dict[str, Any]:
                 "gold": "programmatic gold reward minus the SFT policy's mean (SFT = 0), on held-out prompts",
                 "proxy": "the round's combined proxy reward minus its mean on the SFT policy's samples",
                 "gap": "proxy - gold",
+                "means": "every curve and number of a cell is the mean over its runs (per_seed: each run's own)",
                 "kl": "KL(policy || SFT) per response, nats (k3 estimator summed over tokens)",
                 "gold_at_kl": "gold interpolated along the PPO curve at KL = study.kl_match (NaN if not reached)",
                 "fits": "Gao et al.: best-of-n R = d (alpha - beta d), RL R = d (alpha - beta log d); r2 about the mean",

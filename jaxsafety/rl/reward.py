@@ -322,10 +322,11 @@ def make_reward_trainer(
 
 
 @functools.partial(jax.jit, static_argnums=(0, 3))
-def _train_ensemble(config, data, keys, backbone_graphdef, backbone_state):
+def _train_grid(config, data, keys, backbone_graphdef, backbone_state):
+    """``S`` ensembles: ``keys`` ``[S, E]``, ``data`` leaves ``[S, N, ...]`` -> params ``[S, E, ...]``."""
     backbone = None if backbone_graphdef is None else nnx.merge(backbone_graphdef, backbone_state)
     _, train = make_reward_trainer(config, backbone=backbone)
-    return jax.vmap(train, in_axes=(0, None))(keys, data)
+    return jax.vmap(jax.vmap(train, in_axes=(0, None)), in_axes=(0, 0))(keys, data)
 
 
 def train_reward_models(
@@ -340,16 +341,27 @@ def train_reward_models(
     ``jax.random.split(key, num_models)`` (see :func:`make_reward_trainer`; member ``i`` equals ``train`` run
     alone on key ``i``). ``backbone``: a pretrained :class:`CausalLM` whose weights every member starts from.
 
+    Batched over independent runs: with ``data`` leaves ``[S, N, ...]`` (``S`` datasets of one shape) and ``key``
+    ``[S]``, trains ``S`` ensembles in the same jit (a second ``vmap``): params ``[S, E, ...]``, metrics
+    ``[S, E, num_steps]``; ensemble ``s`` equals the unbatched call on ``data[s]``, ``key[s]``.
+
     Raises :class:`ConfigError` (before any compute) when ``num_models < 1`` or ``batch_size`` exceeds the
-    number of pairs, ValueError when ``data``'s shapes disagree.
+    number of pairs, ValueError when ``data``'s shapes disagree (or ``key``'s batch is not ``data``'s).
     """
     check_range("num_models", num_models, ge=1, integer=True)
-    data.validate()
+    batched = jnp.ndim(key) == 1
+    if batched and (data.chosen.ndim != 3 or data.chosen.shape[0] != key.shape[0]):
+        raise ValueError(
+            f"a batch of {key.shape[0]} keys needs data leaves [S={key.shape[0]}, N, T]: chosen has shape "
+            f"{data.chosen.shape}"
+        )
+    one = jax.tree.map(lambda x: x[0], data) if batched else data
+    one.validate()
     check(
-        config.batch_size <= data.num_pairs,
+        config.batch_size <= one.num_pairs,
         "batch_size",
         config.batch_size,
-        f"integers <= the number of training pairs ({data.num_pairs})",
+        f"integers <= the number of training pairs ({one.num_pairs})",
     )
     model_config = _model_config(config, backbone)
     vocab = model_config.vocab_size
@@ -358,17 +370,17 @@ def train_reward_models(
         lo, hi = int(jnp.min(toks)), int(jnp.max(toks))
         check(lo >= 0 and hi < vocab, name, f"token ids in [{lo}, {hi}]", f"token ids in [0, {vocab})")
     check(
-        data.chosen.shape[1] <= model_config.max_seq_len,
+        one.chosen.shape[1] <= model_config.max_seq_len,
         "data",
-        f"sequence length {data.chosen.shape[1]}",
+        f"sequence length {one.chosen.shape[1]}",
         f"lengths <= max_seq_len ({model_config.max_seq_len})",
     )
-    keys = jax.random.split(key, num_models)
-    if backbone is None:
-        params, metrics = _train_ensemble(config, data, keys, None, None)
-    else:
-        bgd, bstate = nnx.split(backbone)
-        params, metrics = _train_ensemble(config, data, keys, bgd, bstate)
+    keys = jax.vmap(lambda k: jax.random.split(k, num_models))(key if batched else key[None])
+    grid = data if batched else jax.tree.map(lambda x: x[None], data)
+    bgd, bstate = (None, None) if backbone is None else nnx.split(backbone)
+    params, metrics = _train_grid(config, grid, keys, bgd, bstate)
+    if not batched:
+        params, metrics = jax.tree.map(lambda x: x[0], (params, metrics))
     graphdef, _ = make_reward_trainer(config, backbone=backbone)
     return RewardModels(graphdef, params, metrics)
 

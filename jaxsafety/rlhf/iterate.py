@@ -170,7 +170,9 @@ class IteratedRLHFConfig:
     ``num_iterations``: rounds ``K``; ``prompts_per_round``: preference prompts labelled per round;
     ``label_temperature``: Bradley-Terry label noise of the gold labeller (0 = noiseless); ``transfer`` /
     ``mix_size`` (None: ``prompts_per_round``) / ``repeat_prompts``; ``reward_fn``; ``policy_init`` /
-    ``liti_eta``; ``num_seeds`` (vmapped) and ``seed``."""
+    ``liti_eta``; ``rm_members``: the ensemble size of each round's RM (seeds of its init and data order,
+    vmapped); ``num_seeds`` independent runs (seeds ``seed .. seed + num_seeds - 1``: policy sampling, labels,
+    RMs and PPO), vmapped together."""
 
     num_iterations: int = 4
     prompts_per_round: int = 256
@@ -181,7 +183,8 @@ class IteratedRLHFConfig:
     reward_fn: RewardFn = "latest"
     policy_init: Init = "sft"
     liti_eta: float = 0.5
-    num_seeds: int = 4
+    rm_members: int = 4
+    num_seeds: int = 1
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -195,8 +198,14 @@ class IteratedRLHFConfig:
         check_choice("reward_fn", self.reward_fn, REWARD_FNS)
         check_choice("policy_init", self.policy_init, INITS)
         check_range("liti_eta", self.liti_eta, ge=0, le=1)
+        check_range("rm_members", self.rm_members, ge=1, integer=True)
         check_range("num_seeds", self.num_seeds, ge=1, integer=True)
         check_range("seed", self.seed, ge=0, integer=True)
+
+    @property
+    def seeds(self) -> tuple[int, ...]:
+        """The runs' seeds: ``seed, ..., seed + num_seeds - 1``."""
+        return tuple(range(self.seed, self.seed + self.num_seeds))
 
     @property
     def effective_mix_size(self) -> int:

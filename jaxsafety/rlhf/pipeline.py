@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import jax
@@ -35,7 +35,7 @@ from flax import nnx
 
 from jaxsafety.config import check, check_choice, check_range, config_to_dict
 from jaxsafety.models import GPT2Config, SamplingConfig, ScoreModel, generate
-from jaxsafety.rl.lm_ppo import LMPPO, LMPPOConfig, make_lm_ppo
+from jaxsafety.rl.lm_ppo import LMPPO, LMPPOConfig, LMPPOState, make_lm_ppo
 from jaxsafety.rl.reward import PreferenceBatch, RewardModelConfig, train_reward_models
 from jaxsafety.rlhf.fits import best_of_n_expectation, fit_overoptimization, kl_best_of_n, normalize_gold
 from jaxsafety.rlhf.iterate import IteratedRLHFConfig, combined_reward, policy_init, transfer_preferences
@@ -59,8 +59,10 @@ __all__ = [
     "RMBuffer",
     "StudyConfig",
     "best_of_n_curve",
+    "evaluate_policies",
     "evaluate_policy",
     "gold_at_kl",
+    "mean_over_seeds",
     "proxy_reward_fn",
     "round_score",
     "run_iterated_rlhf",
@@ -151,7 +153,7 @@ def proxy_reward_fn(graphdef: Any, mode: str) -> Callable[..., jax.Array]:
 
 def train_round_rm(
     task: RLHFTask,
-    pairs: PreferencePairs,
+    pairs: PreferencePairs | Sequence[PreferencePairs],
     config: RewardModelConfig,
     key: jax.Array,
     num_models: int,
@@ -160,16 +162,45 @@ def train_round_rm(
     """Train one round's proxy RM: ``num_models`` members (seeds) in one vmapped jit on ``pairs`` (prompt +
     response sequences, :func:`jaxsafety.rlhf.pair_sequences`). Returns ``(graphdef, params [E, ...],
     metrics)`` with ``metrics['accuracy']`` ``[E]`` the last-quarter training accuracy per member. ``backbone``: a
-    pretrained ``CausalLM`` every member starts from (``config.model`` None then)."""
-    c, cm, r, rm = pair_sequences(task, pairs)
-    cfg = dataclasses.replace(config, batch_size=min(config.batch_size, pairs.num_pairs))
-    rms = train_reward_models(cfg, PreferenceBatch(c, cm, r, rm), key, num_models, backbone=backbone)
+    pretrained ``CausalLM`` every member starts from (``config.model`` None then).
+
+    Batched over independent runs: ``pairs`` a sequence of ``S`` pair sets of one size and ``key`` ``[S]`` train
+    ``S`` ensembles in the same jit: params ``[S, E, ...]``, accuracy ``[S, E]``."""
+    batched = not isinstance(pairs, PreferencePairs)
+    sets = list(pairs) if batched else [pairs]
+    sizes = {p.num_pairs for p in sets}
+    check(len(sizes) == 1, "pairs", f"sets of sizes {sorted(sizes)}", "pair sets of one size (one per run)")
+    data = _stack([PreferenceBatch(*pair_sequences(task, p)) for p in sets])
+    cfg = dataclasses.replace(config, batch_size=min(config.batch_size, sets[0].num_pairs))
+    rms = train_reward_models(cfg, data, key if batched else key[None], num_models, backbone=backbone)
     q = max(1, cfg.num_steps // 4)
-    acc = np.asarray(rms.metrics["accuracy"])[:, -q:].mean(-1)
-    return rms.graphdef, rms.params, {"accuracy": acc}
+    acc = np.asarray(rms.metrics["accuracy"])[..., -q:].mean(-1)
+    if batched:
+        return rms.graphdef, rms.params, {"accuracy": acc}
+    return rms.graphdef, _index(rms.params, 0), {"accuracy": acc[0]}
+
+
+def _stack(trees: Sequence[Any]) -> Any:
+    return jax.tree.map(lambda *x: jnp.stack(x), *trees)
+
+
+def _index(tree: Any, i: int) -> Any:
+    return jax.tree.map(lambda x: x[i], tree)
 
 
 # ------------------------------------------------------------------------------------------------ measurements
+@functools.partial(jax.jit, static_argnames=("graphdef", "sampling", "num_samples"))
+def _sample_runs(graphdef, params, prompts, prompt_mask, keys, sampling, num_samples):
+    """``num_samples`` responses per prompt of ``S`` policies (params leaves ``[S, ...]``) on their own prompts
+    ``[S, B, P]``: tokens and mask ``[S, B * num_samples, max_new_tokens]``."""
+
+    def one(p, pr, pm, k):
+        gen = generate(nnx.merge(graphdef, p), pr, pm, k, sampling, num_samples=num_samples)
+        return gen.tokens, gen.mask
+
+    return jax.vmap(one)(params, prompts, prompt_mask, keys)
+
+
 @functools.partial(jax.jit, static_argnames=("reward_fn", "sampling", "n_max", "policy_graphdef"))
 def _bon_samples(
     policy_graphdef, policy_params, reward_fn, reward_params, prompts, prompt_mask, key, sampling, n_max
@@ -221,11 +252,48 @@ def best_of_n_curve(
 
 class PolicyEval(NamedTuple):
     """Means over the samples of :func:`evaluate_policy`: raw ``gold`` and ``proxy`` scores and ``kl`` =
-    ``KL(policy || SFT)`` per response (nats, k3 estimator summed over tokens: >= 0)."""
+    ``KL(policy || SFT)`` per response (nats, k3 estimator summed over tokens: >= 0). Floats, or float arrays
+    ``[S]`` from :func:`evaluate_policies`."""
 
-    gold: float
-    proxy: float
-    kl: float
+    gold: Any
+    proxy: Any
+    kl: Any
+
+
+@functools.cache
+def _batched(ppo: LMPPO) -> tuple[Callable[..., Any], Callable[..., Any]]:
+    """``(step, evaluate)`` of ``ppo`` over ``S`` independent runs (every argument with a leading ``[S]`` axis but
+    the evaluation prompts), each jitted once per ``ppo``."""
+    k = ppo.config.num_samples
+
+    def evaluate(params, ref_params, prompts, prompt_mask, key, reward_params):
+        def one(p, ref, kk, rp):
+            state = LMPPOState(p, None, ref, jnp.float32(0.0), jnp.int32(0))
+            ro = ppo.rollout(state, prompts, prompt_mask, kk, rp)
+            pr, pm = jnp.repeat(prompts, k, axis=0), jnp.repeat(prompt_mask, k, axis=0)
+            gold = gold_reward_fn(None, pr, pm, ro.response, ro.mask)
+            return jnp.mean(gold), jnp.mean(ro.score), jnp.mean(ro.kl_k3.sum(-1))
+
+        return jax.vmap(one)(params, ref_params, key, reward_params)
+
+    return jax.jit(jax.vmap(ppo.step)), jax.jit(evaluate)
+
+
+def evaluate_policies(
+    ppo: LMPPO,
+    params: Any,
+    sft_params: Any,
+    prompts: jax.Array,
+    prompt_mask: jax.Array,
+    keys: jax.Array,
+    reward_params: Any,
+) -> PolicyEval:
+    """Gold, proxy and ``KL(policy || SFT)`` of ``S`` policies at once (``params``, ``sft_params`` and
+    ``reward_params`` leaves ``[S, ...]``, ``keys`` ``[S]``; one vmapped :meth:`LMPPO.rollout` each on the same
+    held-out prompts, the SFT params as its reference: the KL of the curves is against SFT whatever the
+    round's KL reference is). Fields: numpy ``[S]``."""
+    gold, proxy, kl = _batched(ppo)[1](params, sft_params, prompts, prompt_mask, keys, reward_params)
+    return PolicyEval(np.asarray(gold), np.asarray(proxy), np.asarray(kl))
 
 
 def evaluate_policy(
@@ -237,16 +305,10 @@ def evaluate_policy(
     key: jax.Array,
     reward_params: Any,
 ) -> PolicyEval:
-    """Gold, proxy and ``KL(policy || SFT)`` of the policy ``params`` (the PPO state's ``ScoreModel`` params) on
-    held-out prompts, through one :meth:`LMPPO.rollout` with the SFT params as its reference (the KL of the
-    curves is against SFT whatever the round's KL reference is)."""
-    state = ppo.init(nnx.merge(ppo.graphdef, params), ref_params=sft_params)
-    ro = ppo.rollout(state, prompts, prompt_mask, key, reward_params)
-    k = ppo.config.num_samples
-    pr = jnp.repeat(prompts, k, axis=0)
-    pm = jnp.repeat(prompt_mask, k, axis=0)
-    gold = gold_reward_fn(None, pr, pm, ro.response, ro.mask)
-    return PolicyEval(float(jnp.mean(gold)), float(jnp.mean(ro.score)), float(jnp.mean(ro.kl_k3.sum(-1))))
+    """:func:`evaluate_policies` for one policy (unbatched arguments): float fields."""
+    one = jax.tree.map(lambda x: x[None], (params, sft_params, key, reward_params))
+    e = evaluate_policies(ppo, one[0], one[1], prompts, prompt_mask, one[2], one[3])
+    return PolicyEval(float(e.gold[0]), float(e.proxy[0]), float(e.kl[0]))
 
 
 def gold_at_kl(kl: np.ndarray, gold: np.ndarray, target: float) -> float:
@@ -334,6 +396,64 @@ def _fit_dict(d: np.ndarray, r: np.ndarray, form: str) -> dict[str, float]:
     return {"alpha": float(f.alpha), "beta": float(f.beta), "r2": float(f.r2)}
 
 
+def _fits(bon: dict[str, Any], rl: dict[str, Any]) -> dict[str, dict[str, float]]:
+    return {
+        "bon_gold": _fit_dict(np.asarray(bon["d"]), np.asarray(bon["gold"]), "bon"),
+        "bon_proxy": _fit_dict(np.asarray(bon["d"]), np.asarray(bon["proxy"]), "bon"),
+        "rl_gold": _fit_dict(np.asarray(rl["d"]), np.asarray(rl["gold"]), "rl"),
+        "rl_proxy": _fit_dict(np.asarray(rl["d"]), np.asarray(rl["proxy"]), "rl"),
+    }
+
+
+def mean_over_seeds(runs: Sequence[dict[str, Any]], kl_match: float) -> dict[str, Any]:
+    """One cell's runs (each ``{"sft_gold", "iterations"}`` as :func:`run_iterated_rlhf` writes per seed, all
+    with the same rounds, PPO evaluation steps and best-of-n grid) averaged: per round the mean ``rl`` and
+    ``bon`` curves (gold, proxy and KL averaged at each step / ``n``, ``d = sqrt(mean KL)``), the mean ``final``
+    and its standard deviation over runs (``final_sd``, ddof 1; 0 for one run), ``gold_at_kl`` the mean of the
+    runs' values (NaN ones left out; ``gold_at_kl_runs`` counts the rest), Gao et al.'s fits on the mean curves,
+    ``rm_accuracy`` every member of every run, ``label_accuracy`` the mean, ``num_pairs``."""
+    check(len(runs) >= 1, "runs", len(runs), "at least one run")
+    num_rounds = {len(r["iterations"]) for r in runs}
+    check(len(num_rounds) == 1, "runs", f"rounds {sorted(num_rounds)}", "runs with the same number of rounds")
+    out = []
+    for its in zip(*(r["iterations"] for r in runs), strict=True):
+        it0 = its[0]
+        for it in its[1:]:
+            check(
+                it["rl"]["step"] == it0["rl"]["step"] and it["bon"]["n"] == it0["bon"]["n"],
+                "runs",
+                "curves on other PPO steps or best-of-n grids",
+                "runs of one config (the same eval_every, ppo_steps and bon_ns)",
+            )
+        rl = {"step": list(it0["rl"]["step"])}
+        for name in ("gold", "proxy", "kl"):
+            rl[name] = np.mean([it["rl"][name] for it in its], axis=0).tolist()
+        rl["d"] = np.sqrt(np.maximum(rl["kl"], 0.0)).tolist()
+        bon = {name: list(it0["bon"][name]) for name in ("n", "kl", "d")}
+        for name in ("gold", "proxy", "gold_ref", "proxy_ref"):
+            bon[name] = np.mean([it["bon"][name] for it in its], axis=0).tolist()
+        finals = {name: np.asarray([it["final"][name] for it in its]) for name in it0["final"]}
+        sd = {k: float(v.std(ddof=1)) if v.size > 1 else 0.0 for k, v in finals.items()}
+        at_kl = np.asarray([it["gold_at_kl"] for it in its], np.float64)
+        ok = ~np.isnan(at_kl)
+        out.append(
+            {
+                "iteration": it0["iteration"],
+                "num_pairs": it0["num_pairs"],
+                "label_accuracy": float(np.mean([it["label_accuracy"] for it in its])),
+                "rm_accuracy": [a for it in its for a in it["rm_accuracy"]],
+                "bon": bon,
+                "rl": rl,
+                "final": {k: float(v.mean()) for k, v in finals.items()},
+                "final_sd": sd,
+                "gold_at_kl": float(at_kl[ok].mean()) if ok.any() else float("nan"),
+                "gold_at_kl_runs": int(ok.sum()),
+                "fits": _fits(bon, rl),
+            }
+        )
+    return {"sft_gold": float(np.mean([r["sft_gold"] for r in runs])), "iterations": out}
+
+
 def run_iterated_rlhf(
     study: StudyConfig,
     cell: IteratedRLHFConfig,
@@ -342,13 +462,18 @@ def run_iterated_rlhf(
     on_step: Callable[[], None] = lambda: None,
 ) -> dict[str, Any]:
     """One cell of the grid: ``cell.num_iterations`` rounds of (collect pairs from the current policy with the
-    noisy gold labeller -> transfer -> train the round's ``cell.num_seeds``-member RM -> best-of-n curve from SFT
-    -> PPO from the round's init against the combined proxy, evaluated every ``eval_every`` steps).
+    noisy gold labeller -> transfer -> train the round's ``cell.rm_members``-member RM -> best-of-n curve from
+    SFT -> PPO from the round's init against the combined proxy, evaluated every ``eval_every`` steps), for the
+    ``cell.num_seeds`` runs ``cell.seeds`` at once: their pair sampling, RM training (seeds x members in one
+    jit), PPO steps and evaluations are vmapped over runs (run ``s`` uses only ``jax.random.key(seeds[s])``).
 
-    ``log(prefix, scalars, step)`` receives ``iter<k>/rl/{gold,proxy,kl,d,gap}`` per evaluation and
-    ``iter<k>/bon/...`` per ``n``; ``on_step()`` is called after every PPO step (a progress bar). Returns a JSON-
-    ready dict: ``iterations`` (per round: ``bon`` and ``rl`` curves, ``final`` gold / proxy / gap / kl,
-    ``gold_at_kl``, ``fits`` with R^2, ``rm_accuracy``, ``label_accuracy``, ``num_pairs``) and ``sft_gold``."""
+    ``log(prefix, scalars, step)`` receives the mean over runs as ``iter<k>/rl/{gold,proxy,kl,d,gap}`` per
+    evaluation and ``iter<k>/bon/...`` per ``n``, and with several runs each run's under ``seed<s>/``;
+    ``on_step()`` is called after every (batched) PPO step (a progress bar). Returns a JSON-ready dict: the mean
+    over runs (:func:`mean_over_seeds`: ``sft_gold`` and ``iterations``, per round: ``bon`` and ``rl`` curves,
+    ``final`` gold / proxy / gap / kl and ``final_sd``, ``gold_at_kl``, ``fits`` with R^2, ``rm_accuracy``,
+    ``label_accuracy``, ``num_pairs``), ``seeds`` and ``per_seed`` (each run's own ``sft_gold`` and
+    ``iterations``, with its own fits)."""
     n_train = study.task.num_prompts - study.eval_prompts
     check(
         cell.prompts_per_round <= n_train,
@@ -356,7 +481,8 @@ def run_iterated_rlhf(
         cell.prompts_per_round,
         f"integers <= the training prompts ({n_train} = task.num_prompts - eval_prompts)",
     )
-    key = jax.random.key(cell.seed)
+    seeds = cell.seeds
+    num_runs = len(seeds)
     task = rlhf_task(study.task)
     lm, _ = sft_policy(study.lm, study.lm_seed, study.task, study.sft)
     vocab, width = lm.config.vocab_size, task.prompt_tokens.shape[1] + study.task.response_len
@@ -379,97 +505,143 @@ def run_iterated_rlhf(
     ev_p, ev_m = prompts[n_train:], pmask[n_train:]
     bon_p, bon_m = ev_p[: study.bon_prompts], ev_m[: study.bon_prompts]
 
-    k_model, key = jax.random.split(key)
-    sft_model = ScoreModel(lm, 1, rngs=nnx.Rngs(k_model), keep_lm_head=True)
-    graphdef, sft_params = nnx.split(sft_model)
-    rm_graphdef = buffer = ppo = None
+    # per run: the value head's init key, one evaluation key (common random numbers across evaluations), the rest
+    keys = []
+    sft_models = []
+    for sd in seeds:
+        k_model, key = jax.random.split(jax.random.key(sd))
+        k_ev, key = jax.random.split(key)
+        keys.append((key, k_ev))
+        sft_models.append(ScoreModel(lm, 1, rngs=nnx.Rngs(k_model), keep_lm_head=True))
+    graphdef = nnx.split(sft_models[0])[0]
+    sft = _stack([nnx.split(m)[1] for m in sft_models])  # the SFT policy, one value head per run
+    k_ev = jnp.stack([k for _, k in keys])
+    buffer = ppo = reward_fn = None
     mode = cell.reward_fn
-    k_ev, key = jax.random.split(key)  # one evaluation key for every evaluation: common random numbers
-    gold_sft = float("nan")
-    rounds: list[PreferencePairs] = []
-    prev_init = prev_policy = sft_params
-    iterations = []
+    gold_sft = np.full(num_runs, np.nan)
+    rounds: list[list[PreferencePairs]] = [[] for _ in seeds]
+    prev_init = prev_policy = sft
+    per_seed: list[list[dict[str, Any]]] = [[] for _ in seeds]
     for it in range(cell.num_iterations):
-        k_it = jax.random.fold_in(key, it)
-        k_pick, k_pref, k_lab, k_mix, k_rm, k_bon, k_ppo = jax.random.split(k_it, 7)
-        # 1. pairs from the current policy, gold labels with BT noise
-        idx = np.asarray(jax.random.choice(k_pick, n_train, (cell.prompts_per_round,), replace=False))
-        policy = nnx.merge(graphdef, prev_policy)
-        gen = generate(policy, prompts[idx], pmask[idx], k_pref, sampling, num_samples=2)
-        pr, pm = jnp.repeat(prompts[idx], 2, 0), jnp.repeat(pmask[idx], 2, 0)
-        gold = gold_reward_fn(None, pr, pm, gen.tokens, gen.mask)
-        pairs = collect_preferences(
-            k_lab, gen.tokens, gen.mask, gold, idx, temperature=cell.label_temperature, round_index=it
+        ks = [jax.random.split(jax.random.fold_in(key, it), 7) for key, _ in keys]
+        k_pick, k_pref, k_lab, k_mix, k_rm, k_bon, k_ppo = (jnp.stack(k) for k in zip(*ks, strict=True))
+        # 1. pairs from each run's current policy, gold labels with BT noise
+        idx = np.stack(
+            [
+                np.asarray(jax.random.choice(k, n_train, (cell.prompts_per_round,), replace=False))
+                for k in k_pick
+            ]
         )
-        rounds.append(pairs)
-        label_acc = float(np.mean(pairs.gold_chosen >= pairs.gold_rejected))
-        data = transfer_preferences(
-            rounds, cell.transfer, k_mix, mix_size=cell.effective_mix_size, repeat_prompts=cell.repeat_prompts
-        )
-        # 2. the round's RM: num_seeds members in one vmapped jit
+        tokens, masks = _sample_runs(graphdef, prev_policy, prompts[idx], pmask[idx], k_pref, sampling, 2)
+        datas, label_acc = [], []
+        for s in range(num_runs):
+            pr, pm = jnp.repeat(prompts[idx[s]], 2, 0), jnp.repeat(pmask[idx[s]], 2, 0)
+            gold = gold_reward_fn(None, pr, pm, tokens[s], masks[s])
+            pairs = collect_preferences(
+                k_lab[s],
+                tokens[s],
+                masks[s],
+                gold,
+                idx[s],
+                temperature=cell.label_temperature,
+                round_index=it,
+            )
+            rounds[s].append(pairs)
+            label_acc.append(float(np.mean(pairs.gold_chosen >= pairs.gold_rejected)))
+            datas.append(
+                transfer_preferences(
+                    rounds[s],
+                    cell.transfer,
+                    k_mix[s],
+                    mix_size=cell.effective_mix_size,
+                    repeat_prompts=cell.repeat_prompts,
+                )
+            )
+        # 2. the round's RMs: runs x rm_members in one vmapped jit
         rm_graphdef, members, rm_metrics = train_round_rm(
-            task, data, rm_cfg, k_rm, cell.num_seeds, rm_backbone
+            task, datas, rm_cfg, k_rm, cell.rm_members, rm_backbone
         )
         if buffer is None:
-            buffer = RMBuffer.empty(members, cell.num_iterations)
+            buffer = jax.vmap(lambda m: RMBuffer.empty(m, cell.num_iterations))(members)
             reward_fn = proxy_reward_fn(rm_graphdef, mode)
-            ppo = make_lm_ppo(sft_model, reward_fn, ppo_cfg)
-        buffer = buffer.insert(it, members)
+            ppo = make_lm_ppo(sft_models[0], reward_fn, ppo_cfg)
+        buffer = jax.vmap(lambda b, m, it=it: b.insert(it, m))(buffer, members)
         reward_params = (buffer.params, buffer.valid)
-        # 3a. best-of-n from SFT
-        bon = best_of_n_curve(
-            sft_model, reward_fn, reward_params, bon_p, bon_m, k_bon, sampling, study.bon_ns
-        )
+        vstep, _ = _batched(ppo)
         prefix = f"iter{it}/"
-        for i, n in enumerate(bon["n"]):
-            log(prefix + "bon/", {"gold": bon["gold"][i], "proxy": bon["proxy"][i], "d": bon["d"][i]}, int(n))
+        # 3a. best-of-n from SFT, per run
+        bons = [
+            best_of_n_curve(
+                sft_models[0],
+                reward_fn,
+                _index(reward_params, s),
+                bon_p,
+                bon_m,
+                k_bon[s],
+                sampling,
+                study.bon_ns,
+            )
+            for s in range(num_runs)
+        ]
+        for i, n in enumerate(bons[0]["n"]):
+            values = {name: float(np.mean([b[name][i] for b in bons])) for name in ("gold", "proxy")}
+            log(prefix + "bon/", {**values, "d": float(bons[0]["d"][i])}, int(n))
         # the SFT policy's gold (the zero of every curve) and proxy under this round's reward function, on the
         # evaluation samples (the same key as every evaluation: a policy equal to SFT scores exactly 0)
-        ref_eval = evaluate_policy(ppo, sft_params, sft_params, ev_p, ev_m, k_ev, reward_params)
+        ref_eval = evaluate_policies(ppo, sft, sft, ev_p, ev_m, k_ev, reward_params)
         if it == 0:
             gold_sft = ref_eval.gold
         proxy_ref = ref_eval.proxy
         # 3b. PPO from the round's init, KL to the round's reference
-        init, ref = policy_init(cell.policy_init, sft_params, prev_init, prev_policy, cell.liti_eta)
-        state = ppo.init(nnx.merge(graphdef, init), ref_params=ref)
-        curve: dict[str, list[float]] = {"step": [], "gold": [], "proxy": [], "kl": []}
-
-        for s in range(study.ppo_steps + 1):
-            if s > 0:
-                k_s = jax.random.fold_in(k_ppo, s)
-                k_pi, k_step = jax.random.split(k_s)
-                pi = jax.random.choice(k_pi, n_train, (study.ppo_batch,), replace=False)
-                state, _ = ppo.step(state, prompts[pi], pmask[pi], k_step, reward_params)
-                on_step()
-            if s % study.eval_every and s != study.ppo_steps:
-                continue
-            e = evaluate_policy(ppo, state.params, sft_params, ev_p, ev_m, k_ev, reward_params)
-            g, p, kl = e.gold - gold_sft, e.proxy - proxy_ref, max(e.kl, 0.0)
-            for name, v in (("step", s), ("gold", g), ("proxy", p), ("kl", kl)):
-                curve[name].append(float(v))
-            log(prefix + "rl/", {"gold": g, "proxy": p, "kl": kl, "d": kl**0.5, "gap": p - g}, s)
-        prev_init, prev_policy = init, state.params
-        rl = {name: np.asarray(v) for name, v in curve.items()}
-        rl["d"] = np.sqrt(rl["kl"])
-        fits = {
-            "bon_gold": _fit_dict(bon["d"], bon["gold"], "bon"),
-            "bon_proxy": _fit_dict(bon["d"], bon["proxy"], "bon"),
-            "rl_gold": _fit_dict(rl["d"], rl["gold"], "rl"),
-            "rl_proxy": _fit_dict(rl["d"], rl["proxy"], "rl"),
-        }
-        final = {"gold": rl["gold"][-1], "proxy": rl["proxy"][-1], "kl": rl["kl"][-1]}
-        final["gap"] = final["proxy"] - final["gold"]
-        iterations.append(
-            {
-                "iteration": it,
-                "num_pairs": data.num_pairs,
-                "label_accuracy": label_acc,
-                "rm_accuracy": rm_metrics["accuracy"].tolist(),
-                "bon": {name: np.asarray(v).tolist() for name, v in bon.items()},
-                "rl": {name: v.tolist() for name, v in rl.items()},
-                "final": {name: float(v) for name, v in final.items()},
-                "gold_at_kl": gold_at_kl(rl["kl"], rl["gold"], study.kl_match),
-                "fits": fits,
-            }
+        init, ref = policy_init(cell.policy_init, sft, prev_init, prev_policy, cell.liti_eta)
+        state = _stack(
+            [
+                ppo.init(nnx.merge(graphdef, _index(init, s)), ref_params=_index(ref, s))
+                for s in range(num_runs)
+            ]
         )
-    return {"sft_gold": gold_sft, "iterations": iterations}
+        curves = [{"step": [], "gold": [], "proxy": [], "kl": []} for _ in seeds]
+        for step in range(study.ppo_steps + 1):
+            if step > 0:
+                k_s = jax.vmap(lambda k, step=step: jax.random.split(jax.random.fold_in(k, step)))(k_ppo)
+                pick = np.stack(
+                    [
+                        np.asarray(jax.random.choice(k, n_train, (study.ppo_batch,), replace=False))
+                        for k in k_s[:, 0]
+                    ]
+                )
+                state, _ = vstep(state, prompts[pick], pmask[pick], k_s[:, 1], reward_params)
+                on_step()
+            if step % study.eval_every and step != study.ppo_steps:
+                continue
+            e = evaluate_policies(ppo, state.params, sft, ev_p, ev_m, k_ev, reward_params)
+            g, p, kl = e.gold - gold_sft, e.proxy - proxy_ref, np.maximum(e.kl, 0.0)
+            for s in range(num_runs):
+                for name, v in (("step", step), ("gold", g[s]), ("proxy", p[s]), ("kl", kl[s])):
+                    curves[s][name].append(float(v))
+                if num_runs > 1:
+                    row = {"gold": g[s], "proxy": p[s], "kl": kl[s], "d": kl[s] ** 0.5, "gap": p[s] - g[s]}
+                    log(f"seed{seeds[s]}/" + prefix + "rl/", row, step)
+            gm, pm_, klm = float(g.mean()), float(p.mean()), float(kl.mean())
+            log(prefix + "rl/", {"gold": gm, "proxy": pm_, "kl": klm, "d": klm**0.5, "gap": pm_ - gm}, step)
+        prev_init, prev_policy = init, state.params
+        for s in range(num_runs):
+            rl = {name: np.asarray(v) for name, v in curves[s].items()}
+            rl["d"] = np.sqrt(rl["kl"])
+            final = {"gold": rl["gold"][-1], "proxy": rl["proxy"][-1], "kl": rl["kl"][-1]}
+            final["gap"] = final["proxy"] - final["gold"]
+            per_seed[s].append(
+                {
+                    "iteration": it,
+                    "num_pairs": datas[s].num_pairs,
+                    "label_accuracy": label_acc[s],
+                    "rm_accuracy": rm_metrics["accuracy"][s].tolist(),
+                    "bon": {name: np.asarray(v).tolist() for name, v in bons[s].items()},
+                    "rl": {name: v.tolist() for name, v in rl.items()},
+                    "final": {name: float(v) for name, v in final.items()},
+                    "gold_at_kl": gold_at_kl(rl["kl"], rl["gold"], study.kl_match),
+                    "fits": _fits(bons[s], rl),
+                }
+            )
+    runs = [{"sft_gold": float(gold_sft[s]), "iterations": per_seed[s]} for s in range(num_runs)]
+    return {**mean_over_seeds(runs, study.kl_match), "seeds": list(seeds), "per_seed": runs}

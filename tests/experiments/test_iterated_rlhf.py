@@ -40,11 +40,30 @@ def test_smoke_writes_table_plots_and_logs(tmp_path: Path):
             assert f["gold"] == rl["gold"][-1] and f["kl"] == rl["kl"][-1]
             assert f["gap"] == pytest.approx(f["proxy"] - f["gold"])
             assert it["num_pairs"] == 32 * (k + 1 if name.startswith("concat") else 1)
-            assert 0.5 <= it["label_accuracy"] <= 1.0 and len(it["rm_accuracy"]) == 2
+            assert 0.5 <= it["label_accuracy"] <= 1.0 and len(it["rm_accuracy"]) == 2 * 2  # runs x members
             for fit in it["fits"].values():
                 assert math.isnan(fit["r2"]) or fit["r2"] <= 1.0 + 1e-6  # least squares through 0: r2 <= 1
-            g = it["gold_at_kl"]
-            assert math.isnan(g) or min(rl["gold"]) - 1e-6 <= g <= max(rl["gold"]) + 1e-6
+        # two runs vmapped: the cell's numbers are their means (numpy here), each run has its own curves
+        assert cell["seeds"] == [0, 1] and len(cell["per_seed"]) == 2
+        for k, it in enumerate(its):
+            runs = [r["iterations"][k] for r in cell["per_seed"]]
+            for key in ("gold", "proxy", "gap", "kl"):
+                vals = [r["final"][key] for r in runs]
+                assert it["final"][key] == pytest.approx(np.mean(vals), abs=1e-9)
+                assert it["final_sd"][key] == pytest.approx(np.std(vals, ddof=1), abs=1e-9)
+            np.testing.assert_allclose(
+                it["rl"]["gold"], np.mean([r["rl"]["gold"] for r in runs], 0), atol=1e-9
+            )
+            at_kl = [
+                r["gold_at_kl"] for r in runs
+            ]  # each run's own, within its curve; the cell's: their mean
+            for g, r in zip(at_kl, runs, strict=True):
+                assert math.isnan(g) or min(r["rl"]["gold"]) - 1e-6 <= g <= max(r["rl"]["gold"]) + 1e-6
+            kept = [g for g in at_kl if not math.isnan(g)]
+            assert it["gold_at_kl_runs"] == len(kept)
+            assert (math.isnan(it["gold_at_kl"]) and not kept) or it["gold_at_kl"] == pytest.approx(
+                np.mean(kept)
+            )
         # round 1 restarts from SFT in every cell: the first evaluation IS the SFT policy (gold 0, KL 0, proxy 0)
         assert (
             its[0]["rl"]["gold"][0] == 0.0
@@ -73,8 +92,43 @@ def test_smoke_writes_table_plots_and_logs(tmp_path: Path):
     ea = EventAccumulator(str(run), size_guidance={"scalars": 0})
     ea.Reload()
     tags = set(ea.Tags()["scalars"])
-    assert {"concat-latest-sft/iter0/rl/gold", "concat-latest-sft/iter1/bon/proxy"} <= tags
+    assert {
+        "concat-latest-sft/iter0/rl/gold",
+        "concat-latest-sft/iter1/bon/proxy",
+        "concat-latest-sft/seed1/iter0/rl/gold",
+    } <= tags
     assert len(ea.Scalars("concat-latest-sft/iter0/rl/kl")) == 4
+    _check_merge(tmp_path, res)
+
+
+def _check_merge(tmp_path: Path, res: dict) -> None:
+    """--merge pools runs saved apart (here: the smoke run's two runs, each written as a one-run result) into
+    the same means, and refuses the same seed twice."""
+    paths = []
+    for s in range(2):
+        one = {
+            "cells": {name: cell["per_seed"][s] for name, cell in res["cells"].items()},
+            "config": {**res["config"], "seed": s, "num_seeds": 1},
+        }
+        path = tmp_path / f"one{s}.json"
+        path.write_text(json.dumps(one))
+        paths.append(str(path))
+    out = _run("--smoke", "--out-dir", str(tmp_path), "--run-name", "m", "--merge", *paths)
+    assert out.returncode == 0, out.stderr[-3000:]
+    merged = json.loads((tmp_path / "iterated_rlhf" / "m" / "results.json").read_text())
+    for name, cell in res["cells"].items():
+        got = merged["cells"][name]
+        assert got["seeds"] == [0, 1]
+        for a, b in zip(got["iterations"], cell["iterations"], strict=True):
+            assert a["final"] == pytest.approx(b["final"]) and a["gold_at_kl"] == pytest.approx(
+                b["gold_at_kl"], nan_ok=True
+            )
+            np.testing.assert_allclose(a["rl"]["proxy"], b["rl"]["proxy"])
+    assert (tmp_path / "iterated_rlhf" / "m" / "iterations.png").stat().st_size > 5000
+    code, _, err = parse_experiment_cli(
+        "iterated_rlhf.py", "--smoke", "--merge", paths[0], paths[0], "--out-dir", str(tmp_path / "x")
+    )
+    assert code == 2 and "distinct seeds" in err, err
 
 
 def test_bad_flags_exit_with_one_line(tmp_path: Path):
@@ -84,6 +138,8 @@ def test_bad_flags_exit_with_one_line(tmp_path: Path):
         ("--num-iterations", "0"): "num_iterations=0 is invalid",
         ("--study.bon-ns", "4"): "bon_ns",
         ("--prompts-per-round", "100000"): "prompts_per_round=100000 is invalid",
+        ("--num-seeds", "0"): "num_seeds=0 is invalid",
+        ("--merge", "no/such/run"): "merge='no/such/run' is invalid",
     }
     for argv, message in cases.items():
         code, _, err = parse_experiment_cli("iterated_rlhf.py", *argv, "--out-dir", str(tmp_path))

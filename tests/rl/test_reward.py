@@ -112,6 +112,15 @@ def test_preference_pairs_layout_and_padding_invariance():
 
 
 # --------------------------------------------------------------------------------------------------------------
+def _assert_same_scores(graphdef, a, b, data):
+    """Two trained RMs score ``data`` alike up to a constant. Not their parameters: the BT loss is blind to a
+    constant score shift (the final LayerNorm's bias along the head) and attention to the key bias, so those
+    get float-rounding gradients that Adam's g / sqrt(v) turns into whole lr-sized steps, differently per
+    vmap layout."""
+    sa, sb = (np.asarray(score(graphdef, p, data.chosen, data.chosen_mask)) for p in (a, b))
+    np.testing.assert_allclose(sa - sa.mean(), sb - sb.mean(), rtol=1e-4, atol=1e-5)
+
+
 def test_ensemble_in_one_vmapped_jit_equals_members_trained_alone():
     cfg = RewardModelConfig(
         model=TINY, optim=OptimizerConfig(lr=3e-3), num_steps=8, batch_size=8, bootstrap=True
@@ -127,9 +136,7 @@ def test_ensemble_in_one_vmapped_jit_equals_members_trained_alone():
     keys = jax.random.split(key, 3)
     for i in range(3):
         params, metrics = train(keys[i], data)
-        jax.tree.map(
-            lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5), rms.member(i), params
-        )
+        _assert_same_scores(graphdef, rms.member(i), params, data)
         np.testing.assert_allclose(rms.metrics["loss"][i], metrics["loss"], rtol=1e-4, atol=1e-6)
     # members differ (own init, bootstrap and order)
     heads = np.asarray(rms.params["score"]["kernel"][...])
@@ -142,6 +149,24 @@ def test_ensemble_in_one_vmapped_jit_equals_members_trained_alone():
         np.testing.assert_allclose(
             stacked[i], score(graphdef, rms.member(i), toks, mask), rtol=1e-5, atol=1e-6
         )
+
+
+def test_batched_runs_equal_each_run_alone():
+    """S datasets x E members in one jit (two vmaps) equal the unbatched call per dataset."""
+    cfg = RewardModelConfig(model=TINY, optim=OptimizerConfig(lr=3e-3), num_steps=6, batch_size=8)
+    datas = [planted_pairs(jax.random.key(10 + s), 16) for s in range(2)]
+    stacked = jax.tree.map(lambda *x: jnp.stack(x), *datas)
+    keys = jax.random.split(jax.random.key(3), 2)
+    grid = train_reward_models(cfg, stacked, keys, num_models=2)
+    assert grid.metrics["loss"].shape == (2, 2, 6)
+    for s in range(2):
+        alone = train_reward_models(cfg, datas[s], keys[s], num_models=2)
+        for i in range(2):
+            member = jax.tree.map(lambda x, s=s, i=i: x[s, i], grid.params)
+            _assert_same_scores(grid.graphdef, member, alone.member(i), datas[s])
+        np.testing.assert_allclose(grid.metrics["loss"][s], alone.metrics["loss"], rtol=1e-4, atol=1e-6)
+    with pytest.raises(ValueError, match="a batch of 3 keys needs data leaves"):
+        train_reward_models(cfg, stacked, jax.random.split(jax.random.key(0), 3))
 
 
 def test_planted_preference_learned_from_noisy_labels():
