@@ -3,6 +3,8 @@ policy evaluation's KL against a hand-computed k3 estimator, gold at matched KL 
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -167,3 +169,38 @@ def test_config_errors():
             RLHFTaskConfig(num_prompts=16, max_operand=30, response_len=5),
             FinetuneConfig(steps=1, batch_size=4),
         )
+
+
+@pytest.mark.slow  # ~60 s on 2 cores (a tiny LM trained and cached on first use)
+def test_runs_vmapped_over_seeds_equal_each_run_alone():
+    """Run 1 of a 2-seed vmapped cell against seed 1 run alone: the same prompts, pairs and labels (exactly),
+    the same RMs (their training accuracy and best-of-n proxy curve, to float rounding); the mean is the mean."""
+    study = StudyConfig(
+        lm=ArithmeticLMConfig(d_model=32, n_layers=1, n_heads=2, max_operand=9, steps=150),
+        task=RLHFTaskConfig(num_prompts=128, max_operand=9, response_len=4),
+        sft=FinetuneConfig(steps=20, batch_size=16, chunk_steps=20),
+        rm_steps=20,
+        rm_batch=16,
+        ppo=LMPPOConfig(lr=1e-3, num_samples=2, update_epochs=1),
+        ppo_steps=2,
+        ppo_batch=8,
+        eval_every=1,
+        eval_prompts=32,
+        bon_ns=(1, 2, 4),
+        bon_prompts=16,
+    )
+    cell = IteratedRLHFConfig(num_iterations=1, prompts_per_round=32, rm_members=2)
+    both = run_iterated_rlhf(study, dataclasses.replace(cell, num_seeds=2))
+    alone = run_iterated_rlhf(study, dataclasses.replace(cell, seed=1))
+    assert both["seeds"] == [0, 1] and alone["seeds"] == [1]
+    a, b = both["per_seed"][1]["iterations"][0], alone["per_seed"][0]["iterations"][0]
+    assert a["label_accuracy"] == b["label_accuracy"] and a["num_pairs"] == b["num_pairs"]
+    np.testing.assert_allclose(a["rm_accuracy"], b["rm_accuracy"], atol=0.05)  # a tie flips under rounding
+    np.testing.assert_allclose(a["bon"]["proxy"], b["bon"]["proxy"], atol=2e-2)
+    np.testing.assert_allclose(a["bon"]["gold"], b["bon"]["gold"], atol=2e-2)
+    assert a["rl"]["kl"][0] == 0.0 and a["rl"]["gold"][0] == 0.0
+    assert both["per_seed"][1]["sft_gold"] == pytest.approx(alone["sft_gold"], abs=1e-5)
+    m = both["iterations"][0]
+    for key in ("gold", "proxy", "kl"):
+        want = np.mean([r["iterations"][0]["rl"][key] for r in both["per_seed"]], 0)
+        np.testing.assert_allclose(m["rl"][key], want, atol=1e-12)
