@@ -53,10 +53,13 @@ from jaxsafety.train.pretrained import ArithmeticLMConfig
 from jaxsafety.xla_flags import prefer_fast_compile
 
 BASELINE = "concat/latest/sft"
+# the grid's transfer names: the library's, and sample_mix drawing at most one pair per prompt
+GRID_TRANSFERS = (*TRANSFERS, "sample_mix_unique")
 DEFAULT_GRID = (
     BASELINE,
     "last/latest/sft",
     "sample_mix/latest/sft",
+    "sample_mix_unique/latest/sft",
     "concat/ensemble_mean/sft",
     "concat/worst_case/sft",
     "concat/weight_average/sft",
@@ -71,9 +74,10 @@ class IteratedRLHFExperiment:
 
     ``grid``: cells ``"transfer/reward_fn/policy_init"``; the other fields are shared by every cell
     (:class:`jaxsafety.rlhf.IteratedRLHFConfig`; ``num_seeds`` runs from ``seed`` on, vmapped together, each
-    with ``rm_members`` RMs per round). ``merge``: instead of computing, pool the runs of earlier results
-    (run directories or ``results.json`` paths, of this grid and study; e.g. seeds run on several machines)
-    and report their mean."""
+    with ``rm_members`` RMs per round). A grid transfer ``sample_mix_unique`` is ``sample_mix`` with at most one
+    pair per prompt (``repeat_prompts=False``). ``merge``: instead of computing, pool the runs of earlier results
+    (run directories or ``results.json`` paths of this study; e.g. seeds or cells run on several machines) per
+    grid cell and report their mean."""
 
     run_name: str | None = None
     out_dir: str = "runs"
@@ -93,7 +97,7 @@ class IteratedRLHFExperiment:
         for c in self.grid:
             parts = c.split("/")
             check(len(parts) == 3, "grid", c, "'transfer/reward_fn/policy_init' strings")
-            check_choice("grid transfer", parts[0], TRANSFERS)
+            check_choice("grid transfer", parts[0], GRID_TRANSFERS)
             check_choice("grid reward_fn", parts[1], REWARD_FNS)
             check_choice("grid policy_init", parts[2], INITS)
         check(len(set(self.grid)) == len(self.grid), "grid", self.grid, "tuples without repeated cells")
@@ -113,11 +117,13 @@ class IteratedRLHFExperiment:
     def cell(self, name: str) -> IteratedRLHFConfig:
         """The :class:`IteratedRLHFConfig` of grid cell ``name``."""
         transfer, reward_fn, init = name.split("/")
+        unique = transfer == "sample_mix_unique"
         return IteratedRLHFConfig(
             num_iterations=self.num_iterations,
             prompts_per_round=self.prompts_per_round,
             label_temperature=self.label_temperature,
-            transfer=transfer,
+            transfer="sample_mix" if unique else transfer,
+            repeat_prompts=not unique,
             reward_fn=reward_fn,
             policy_init=init,
             liti_eta=self.liti_eta,
@@ -156,21 +162,22 @@ def _results_path(path: str) -> Path:
 
 
 def merge_runs(cfg: IteratedRLHFExperiment) -> dict[str, Any]:
-    """Per grid cell, the runs of every ``cfg.merge`` result pooled and averaged
-    (:func:`jaxsafety.rlhf.pipeline.mean_over_seeds`). Raises ``ConfigError`` when a result lacks a cell of the
-    grid or two results share a seed."""
+    """Per grid cell, the runs of every ``cfg.merge`` result that has the cell, pooled and averaged
+    (:func:`jaxsafety.rlhf.pipeline.mean_over_seeds`). Raises ``ConfigError`` when no result has a cell of the
+    grid or two results give the same seed for a cell."""
     pooled: dict[str, list[dict[str, Any]]] = {name: [] for name in cfg.grid}
     seeds: dict[str, list[int]] = {name: [] for name in cfg.grid}
     for path in cfg.merge:
         res = json.loads(_results_path(path).read_text())
-        run_cfg = res.get("config", {})
         for name in cfg.grid:
-            check(name in res["cells"], "merge", path, f"results of a grid with the cell {name}")
-            cell = res["cells"][name]
+            cell = res["cells"].get(name)
+            if cell is None:
+                continue
             runs = cell.get("per_seed", [cell])  # a result of one unbatched run is that run
             pooled[name].extend(runs)
-            seeds[name].extend(cell.get("seeds", [run_cfg.get("seed", 0)]))
+            seeds[name].extend(cell.get("seeds", [res.get("config", {}).get("seed", 0)]))
     for name, ss in seeds.items():
+        check(len(ss) > 0, "merge", cfg.merge, f"results of which at least one has the cell {name}")
         check(len(set(ss)) == len(ss), "merge", cfg.merge, f"results of distinct seeds (cell {name}: {ss})")
     return {
         name: {**mean_over_seeds(runs, cfg.study.kl_match), "seeds": seeds[name], "per_seed": runs}
