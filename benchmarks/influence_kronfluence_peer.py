@@ -42,7 +42,8 @@ kronfluence's semantics (read from its source, 1.0.1), which ours must match to 
   means up-weighting document ``t`` lowers query ``q``'s loss.
 
 Timing. For each ``--threads`` value (``torch.set_num_threads``), ``--warmup`` full runs (factors + scores) are
-dropped, then ``--repeats`` runs are timed with a wall clock: ``factors_s`` is ``fit_all_factors``,
+dropped, then ``--repeats`` runs are timed with a wall clock: ``factors_s`` is ``fit_all_factors`` (timed as its
+three calls, whose medians are ``factor_phases_median_s``: covariance, eigendecomposition, lambda),
 ``scores_s`` is ``compute_pairwise_scores`` (each includes kronfluence writing its safetensors, part of its
 design). The medians per thread count are reported, and the thread count with the smaller median total is
 ``best``. Batch sizes are fixed (``--factor-batch``, ``--train-batch``, ``--query-batch``), so kronfluence's
@@ -314,17 +315,20 @@ def run_kronfluence(
     factor_args = FactorArguments(strategy="ekfac")
     score_args = ScoreArguments(damping_factor=damping)
 
-    def one_run() -> tuple[float, float]:
+    def one_run() -> tuple[float, float, list[float]]:
+        # Analyzer.fit_all_factors is exactly these three calls (kronfluence 1.0.1); timing them one by one
+        # gives its total and the phases
         torch.manual_seed(seed)
+        fit = dict(factors_name="ekfac", factor_args=factor_args, overwrite_output_dir=True)
+        data = dict(dataset=train_ds, per_device_batch_size=factor_batch)
         t0 = time.perf_counter()
-        analyzer.fit_all_factors(
-            factors_name="ekfac",
-            dataset=train_ds,
-            per_device_batch_size=factor_batch,
-            factor_args=factor_args,
-            overwrite_output_dir=True,
-        )
+        analyzer.fit_covariance_matrices(**fit, **data)
+        t_cov = time.perf_counter()
+        analyzer.perform_eigendecomposition(**fit)
+        t_eig = time.perf_counter()
+        analyzer.fit_lambda_matrices(**fit, **data)
         t1 = time.perf_counter()
+        phases = [t_cov - t0, t_eig - t_cov, t1 - t_eig]
         analyzer.compute_pairwise_scores(
             scores_name="pairwise",
             factors_name="ekfac",
@@ -335,7 +339,7 @@ def run_kronfluence(
             score_args=score_args,
             overwrite_output_dir=True,
         )
-        return t1 - t0, time.perf_counter() - t1
+        return t1 - t0, time.perf_counter() - t1, phases
 
     per_threads: dict[str, Any] = {}
     best_scores, best_total = None, float("inf")
@@ -349,6 +353,10 @@ def run_kronfluence(
         per_threads[str(n)] = {
             "factors_s": [r[0] for r in runs],
             "scores_s": [r[1] for r in runs],
+            "factor_phases_median_s": {
+                k: statistics.median(r[2][j] for r in runs)
+                for j, k in enumerate(("covariance", "eigendecomposition", "lambda"))
+            },
             "factors_median_s": fac,
             "scores_median_s": sco,
             "total_median_s": fac + sco,
@@ -497,6 +505,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
         "timestamp_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "platform": platform.platform(),
         **cpu_info(),
+        # other processes on the machine at the end of the run (1/5/15-minute load averages): the timings are
+        # only comparable with runs under similar load
+        "loadavg": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
     }
     np.save(out / "scores.npy", scores.astype(np.float32))
     tmp = out / "timings.json.tmp"
