@@ -223,21 +223,42 @@ def _taps(graphdef, state, batch, names, loss_fn, include_bias):
     return layer_matrices(layer_taps(model, loss_fn, batch, names), batch, include_bias)
 
 
-def _label_batches(batch, key, num_samples):
-    for s in range(num_samples):
-        yield {**batch, "label_key": jax.random.fold_in(key, s)}
+def _sum_over_samples(graphdef, state, batch, key, names, num_samples, include_bias, stat):
+    """``({layer: (x, g)} of label sample 0, {layer: sum_s stat(layer, x, g_s)})`` over the label samples
+    ``s < num_samples`` (labels drawn with ``fold_in(key, s)``); samples after the first run in a ``lax.scan``, so
+    compile time does not grow with ``num_samples``."""
+
+    def sampled(s):
+        b = {**batch, "label_key": jax.random.fold_in(key, s)}
+        return _taps(graphdef, state, b, names, sampled_next_token_loss, include_bias)
+
+    first = sampled(0)
+    total = {n: stat(n, x, g) for n, (x, g) in first.items()}
+    if num_samples > 1:
+
+        def body(acc, s):
+            mats = sampled(s)
+            return {n: acc[n] + stat(n, x, g) for n, (x, g) in mats.items()}, None
+
+        total, _ = jax.lax.scan(body, total, jnp.arange(1, num_samples))
+    return first, total
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "names", "num_samples", "include_bias"))
 def _covariance_chunk(graphdef, state, batch, key, names, num_samples, include_bias):
     """Sums over one chunk: ``sum_tokens x x^T``, ``sum_{n, s} sum_t g g^T`` per layer, and the token count."""
-    a_sum, s_sum = {}, {}
-    for s, b in enumerate(_label_batches(batch, key, num_samples)):
-        mats = _taps(graphdef, state, b, names, sampled_next_token_loss, include_bias)
-        for n, (x, g) in mats.items():
-            if s == 0:  # inputs do not depend on the labels
-                a_sum[n] = jnp.einsum("bti,btj->ij", x, x, precision=HI)
-            s_sum[n] = s_sum.get(n, 0.0) + jnp.einsum("bto,btp->op", g, g, precision=HI)
+    first, s_sum = _sum_over_samples(
+        graphdef,
+        state,
+        batch,
+        key,
+        names,
+        num_samples,
+        include_bias,
+        lambda n, x, g: jnp.einsum("bto,btp->op", g, g, precision=HI),
+    )
+    # inputs do not depend on the labels: one sample's are every sample's
+    a_sum = {n: jnp.einsum("bti,btj->ij", x, x, precision=HI) for n, (x, _) in first.items()}
     mask = batch.get("attention_mask")
     n_tokens = jnp.asarray(batch["tokens"].size if mask is None else jnp.sum(mask), jnp.float32)
     return a_sum, s_sum, n_tokens
@@ -246,26 +267,26 @@ def _covariance_chunk(graphdef, state, batch, key, names, num_samples, include_b
 @functools.partial(jax.jit, static_argnames=("graphdef", "names", "num_samples", "include_bias"))
 def _eigenvalue_chunk(graphdef, state, batch, key, bases, names, num_samples, include_bias):
     """``sum_{n, s} (Q_A^T G_n Q_S)^2`` per layer over one chunk (``bases``: ``{layer: (Q_A, Q_S)}``)."""
-    out = {}
-    for b in _label_batches(batch, key, num_samples):
-        mats = _taps(graphdef, state, b, names, sampled_next_token_loss, include_bias)
-        for n, (x, g) in mats.items():
-            qa, qs = bases[n]
-            rot = jnp.einsum("bti,bto->bio", x @ qa, g @ qs, precision=HI)  # (X Q_A)^T (G Q_S), per example
-            out[n] = out.get(n, 0.0) + jnp.sum(rot * rot, axis=0)
-    return out
+
+    def squared_rotated(n, x, g):
+        qa, qs = bases[n]
+        rot = jnp.einsum("bti,bto->bio", x @ qa, g @ qs, precision=HI)  # (X Q_A)^T (G Q_S), per example
+        return jnp.sum(rot * rot, axis=0)
+
+    return _sum_over_samples(graphdef, state, batch, key, names, num_samples, include_bias, squared_rotated)[
+        1
+    ]
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "names", "num_samples", "include_bias"))
 def _diagonal_chunk(graphdef, state, batch, key, names, num_samples, include_bias):
     """``sum_{n, s} G_n^2`` (elementwise) per layer over one chunk: the sampled Fisher's diagonal, summed."""
-    out = {}
-    for b in _label_batches(batch, key, num_samples):
-        mats = _taps(graphdef, state, b, names, sampled_next_token_loss, include_bias)
-        for n, (x, g) in mats.items():
-            grad = jnp.einsum("bti,bto->bio", x, g, precision=HI)
-            out[n] = out.get(n, 0.0) + jnp.sum(grad * grad, axis=0)
-    return out
+
+    def squared(n, x, g):
+        grad = jnp.einsum("bti,bto->bio", x, g, precision=HI)
+        return jnp.sum(grad * grad, axis=0)
+
+    return _sum_over_samples(graphdef, state, batch, key, names, num_samples, include_bias, squared)[1]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -309,6 +330,17 @@ def _damping(eigenvalues: jax.Array, config: InfluenceConfig) -> jax.Array:
     return config.damping_factor * jnp.mean(eigenvalues)
 
 
+@jax.jit
+def _eigendecompose(a_sum, s_sum, n_tokens, count):
+    """``{layer: (A, S, eig A, Q_A, eig S, Q_S)}`` from the streamed sums; one jitted program (eager ``eigh`` of
+    each matrix dispatched one by one was several times slower on CPU)."""
+    out = {}
+    for n in a_sum:
+        a, s = a_sum[n] / n_tokens, s_sum[n] / count
+        out[n] = (a, s, *jnp.linalg.eigh(a), *jnp.linalg.eigh(s))
+    return out
+
+
 def fit_factors(model: CausalLM, batches: Batches, config: InfluenceConfig, key: jax.Array) -> Factors:
     """Fit the curvature of ``config.strategy`` on the training corpus ``batches`` (see :data:`Batches`; each
     batch ``tokens [B, T]`` and optional ``attention_mask``), streamed chunk by chunk.
@@ -345,10 +377,7 @@ def fit_factors(model: CausalLM, batches: Batches, config: InfluenceConfig, key:
         return Factors(layers, jnp.float32(count), zero, config.strategy, config.include_bias)
 
     (a_sum, s_sum, n_tok), count = stream(_covariance_chunk)
-    for n in names:
-        a, s = a_sum[n] / n_tok, s_sum[n] / count
-        ea, qa = jnp.linalg.eigh(a)
-        es, qs = jnp.linalg.eigh(s)
+    for n, (a, s, ea, qa, es, qs) in _eigendecompose(a_sum, s_sum, n_tok, jnp.float32(count)).items():
         layers[n] = LayerFactors(a, s, ea, qa, es, qs)
     if config.strategy == "kfac":
         for n in names:
