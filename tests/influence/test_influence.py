@@ -96,13 +96,13 @@ def _vmapped_grad(graphdef):
     return jax.jit(jax.vmap(jax.grad(one), in_axes=(None, None, 0, 0, 0, 0)))
 
 
-def _param_grads(batch, labels, weights, include_bias):
+def _param_grads(batch, labels, weights, include_bias, names=(UP, DOWN)):
     """Per-example gradients ``[N, d_in(+1), d_out]`` of the MLP up / down kernels (bias as last row) by
     ``vmap(grad)`` w.r.t. the model's parameters; ``labels``/``weights`` ``[N, T]``."""
     graphdef, params, rest = nnx.split(_model(), nnx.Param, ...)
     grads = _vmapped_grad(graphdef)(params, rest, batch["tokens"], batch["attention_mask"], labels, weights)
     out = {}
-    for name in (UP, DOWN):
+    for name in names:
         layer = _layer(name)
         k = np.asarray(jax.vmap(layer.kernel)(grads), np.float64)
         if include_bias:
@@ -250,12 +250,12 @@ def test_absolute_damping_overrides_the_factor():
     assert all(float(f.damping) == 0.25 for f in factors.layers.values())
 
 
-def _true_label_grads(batch):
+def _true_label_grads(batch, names=(UP, DOWN)):
     """Per-example gradients of the summed next-token NLL of the batch's own tokens (``vmap(grad)``)."""
     tokens = batch["tokens"]
     labels = jnp.concatenate([tokens[:, 1:], tokens[:, :1]], axis=1)  # position t predicts token t+1
     w = jnp.asarray(_pair_weights(batch["attention_mask"]), jnp.float32)
-    return _param_grads(batch, labels, w, include_bias=False)
+    return _param_grads(batch, labels, w, include_bias=False, names=names)
 
 
 @pytest.mark.parametrize("strategy", ["identity", "diagonal", "kfac", "ekfac"])
@@ -274,6 +274,23 @@ def test_pairwise_scores_are_preconditioned_gradient_dot_products(strategy):
     parts = [{k: v[a:b] for k, v in train.items()} for a, b in ((0, 7), (7, N))]
     again = np.asarray(pairwise_scores(_model(), factors, queries, parts, cfg))
     np.testing.assert_allclose(again, scores, rtol=1e-5, atol=1e-6 * np.abs(want).max())
+
+
+def test_attention_projections_are_selectable():
+    """q, v (column slices of the fused qkv kernel) and o: EK-FAC scores on them equal explicit preconditioned
+    dot products of ``vmap(grad)`` kernel slices."""
+    names = ("blocks.0.attn.q", "blocks.0.attn.v", "blocks.0.attn.o")
+    cfg = InfluenceConfig(layers=names, strategy="ekfac", chunk_size=6)
+    train, queries, model = _corpus(), _corpus(3, seed=3), _model()
+    factors = fit_factors(model, train, cfg, jax.random.key(0))
+    assert tuple(factors.layers) == names
+    scores = np.asarray(pairwise_scores(model, factors, queries, train, cfg))
+    gq, gt = _true_label_grads(queries, names), _true_label_grads(train, names)
+    want = sum(
+        np.einsum("qio,nio->qn", np.asarray(precondition(factors, n, jnp.asarray(gq[n], jnp.float32))), gt[n])
+        for n in names
+    )
+    np.testing.assert_allclose(scores, want, rtol=1e-3, atol=1e-4 * np.abs(want).max())
 
 
 def test_token_influence_sums_to_the_document_score_and_low_rank_matches_numpy_svd():
