@@ -123,9 +123,14 @@ def test_measure_with_fake_peer_writes_the_json(tmp_path, reference):
     np.testing.assert_allclose(calls[0], reference)  # same seed -> the same inputs as the fixture's
     assert res["agreement"]["spearman_all"] > 0.999
     assert res["agreement"]["same_sign_fraction"] == 1.0
+    # identity curvature samples no labels: another key must give the same scores
+    assert res["agreement_ours_vs_ours_other_labels"]["spearman_all"] == pytest.approx(1.0)
     assert res["peer"]["best_threads"] == 1 and res["peer"]["total_median_s"] == 0.75
     ours = res["ours"]
-    assert len(ours["factors_s"]) == len(ours["scores_s"]) == 2
+    assert set(ours["modes"]) == {"all_cores", "one_core"}
+    best = ours["modes"][ours["best_mode"]]
+    assert all(best["total_median_s"] <= m["total_median_s"] for m in ours["modes"].values())
+    assert len(ours["factors_s"]) == len(ours["scores_s"]) == 2 and ours["factors_s"] == best["factors_s"]
     assert ours["total_median_s"] == pytest.approx(np.median(ours["factors_s"]) + np.median(ours["scores_s"]))
     assert res["speed_ratio_peer_over_ours"]["total"] == pytest.approx(0.75 / ours["total_median_s"])
     assert res["ours_config"]["layers"] == ["blocks.0.mlp.up", "blocks.0.mlp.down"]
