@@ -25,6 +25,11 @@ PPO evaluation step / per ``n``; the mean over runs, each run's under ``<cell>/s
 matched KL, the fits with R^2, the curves), ``overoptimisation.png`` (round 1 of the first cell: gold and proxy vs
 ``d`` with the fits, best-of-n and RL) and ``iterations.png`` (gold-proxy gap and gold at matched KL per round, per
 cell); prints a table and the cells ranked by their final-round gap.
+
+Measured (AMD EPYC, 2 cores, loaded; README "Reward models, LM PPO and iterated RLHF" has the tables): best-of-n
+over-optimises in round 1 (8 seeds: gold +0.14 at n = 4, -0.01 at n = 32, proxy +1.63; fit R^2 0.99), RLOO's mean
+gold falls while the proxy rises (4 of 8 seeds rise first); over rounds the concatenated-data baseline's gap falls
+0.91 -> 0.83 -> 0.32 -> 0.23 (seed 0) while take-last diverges (6.1) and a fixed-size mix stays near 1.5.
 """
 
 from __future__ import annotations
