@@ -1,50 +1,51 @@
-"""EK-FAC influence on a tiny GPT-2: ours (:mod:`jaxsafety.influence`) vs kronfluence (issue 19, deliverable 4).
+"""EK-FAC influence on a tiny GPT-2: ours (:mod:`jaxsafety.influence`) vs kronfluence (issue 19, item 4).
 
 What is compared. One random HF GPT-2 (``n_embd`` wide, ``n_layer`` blocks, vocab ``vocab``, ``n_positions``
 positions, dropout 0) and random token documents are written once by the peer's own
-:func:`benchmarks.influence_kronfluence_peer.make_random_inputs` (``n_train`` training documents and ``n_query``
-queries of ``seq_len`` tokens) into a temporary folder; both sides read that folder:
+:func:`benchmarks.influence_kronfluence_peer.make_random_inputs` (``n_train`` training documents and
+``n_query`` queries of ``seq_len`` tokens) into a temporary folder; both sides read that folder:
 
 - ours: :func:`jaxsafety.models.from_hf` on the folder, :func:`~jaxsafety.influence.fit_factors` then
   :func:`~jaxsafety.influence.pairwise_scores` with ``InfluenceConfig(strategy="ekfac", include_bias=True,
-  damping_factor=0.1)`` on :func:`~jaxsafety.influence.mlp_layers` (every block's MLP up and down projection, bias
-  as an extra input row), ``chunk_size`` examples per jitted chunk;
-- kronfluence: ``benchmarks/influence_kronfluence_peer.py`` in its own virtualenv ``.venv-kron`` (install command
-  in that file), run as a subprocess: ``Analyzer.fit_all_factors`` (strategy ekfac) + ``compute_pairwise_scores``
-  on the same MLP projections (``c_fc``, ``c_proj`` as ``nn.Linear`` with bias), damping ``None`` = its heuristic
-  ``0.1 x mean(Lambda)`` per module, i.e. the same damping rule as ours.
+  damping_factor=0.1)`` on :func:`~jaxsafety.influence.mlp_layers` (every block's MLP up and down projection,
+  bias as an extra input row), ``chunk_size`` examples per jitted chunk;
+- kronfluence: ``benchmarks/influence_kronfluence_peer.py`` in its own virtualenv ``.venv-kron`` (install
+  command in that file), run as a subprocess: ``Analyzer.fit_all_factors`` (strategy ekfac) +
+  ``compute_pairwise_scores`` on the same MLP projections (``c_fc``, ``c_proj`` as ``nn.Linear`` with bias),
+  damping ``None`` = its heuristic ``0.1 x mean(Lambda)`` per module, i.e. the same damping rule as ours.
 
 Same quantity on both sides (the sign convention, checked: :func:`compare` reports the fraction of pairs with
-equal signs and Spearman would be near -1 if one side were flipped): ``score[q, t] = grad f_q^T P grad L_t`` with
-``f_q`` the query's summed next-token NLL, ``L_t`` the training document's summed next-token NLL and ``P`` the
-damped inverse EK-FAC curvature fitted on labels sampled from the model (the Fisher). The sampled labels differ
-(jax vs torch RNG), so the scores agree up to the sampling noise of the factors, not to float precision; that
-noise floor is measured too (``agreement_ours_vs_ours_other_labels``: ours against ours with another label key).
+equal signs and Spearman would be near -1 if one side were flipped): ``score[q, t] = grad f_q^T P grad L_t``
+with ``f_q`` the query's summed next-token NLL, ``L_t`` the training document's summed next-token NLL and
+``P`` the damped inverse EK-FAC curvature fitted on labels sampled from the model (the Fisher). The sampled
+labels differ (jax vs torch RNG), so the scores agree up to the sampling noise of the factors, not to float
+precision; that noise floor is measured too (``agreement_ours_vs_ours_other_labels``: ours against ours with
+another label key).
 
-How it is timed. ``rounds`` rounds, interleaved: ours, then the peer, then ours, ... so the machine's load hits
-both alike. Ours: one untimed call first (it compiles every jitted chunk function; its time minus the steady median
-is ``compile_s``), then per round ``fit_factors`` (``factors_s``) and ``pairwise_scores`` (``scores_s``) each
-ended by ``jax.block_until_ready``, once on all cores and once pinned to one core (``OURS_MODES``; the faster
-median total is ours' figure, as the peer's faster thread count is its; on a busy machine a second thread often
-loses), plus a K-FAC fit (``kfac_factors_s``: pass 1 + ``eigh``; EK-FAC's eigenvalue pass is the rest), with
-``OPENBLAS_NUM_THREADS=1`` / every loaded OpenBLAS limited to one thread (the LAPACK ``eigh`` contends with XLA's
-threads otherwise). The peer: per round one subprocess timing one run
-(after one warm-up run) at each torch thread count in ``peer_threads``; its OWN ``timings.json`` figures are used,
-not the subprocess wall time (which holds python, torch and transformers start-up). Per thread count the median
-over rounds is taken and the faster thread count is the peer's figure. Ratios are peer time / our time (>1: ours
-faster) for factors, scores and their total. The os load average is recorded before and after; ``loaded`` is true
-when the 1-minute load average exceeded ``0.5 x cpu_count`` at either point (then the timings are not a fair
-ratio: the coordinator's other work was running).
+How it is timed. ``rounds`` rounds, interleaved: ours, then the peer, then ours, ... so the machine's load
+hits both alike. Ours: one untimed call first (it compiles every jitted chunk function; its time minus the
+steady median is ``compile_s``), then per round ``fit_factors`` (``factors_s``) and ``pairwise_scores``
+(``scores_s``) each ended by ``jax.block_until_ready``, once on all cores and once pinned to one core
+(``OURS_MODES``; the faster median total is ours' figure, as the peer's faster thread count is its; on a busy
+machine a second thread often loses), plus a K-FAC fit (``kfac_factors_s``: pass 1 + ``eigh``; EK-FAC's
+eigenvalue pass is the rest), with ``OPENBLAS_NUM_THREADS=1`` / every loaded OpenBLAS limited to one thread
+(the LAPACK ``eigh`` contends with XLA's threads otherwise). The peer: per round one subprocess timing one run
+(after one warm-up run) at each torch thread count in ``peer_threads``; its OWN ``timings.json`` figures are
+used, not the subprocess wall time (which holds python, torch and transformers start-up). Per thread count the
+median over rounds is taken and the faster thread count is the peer's figure. Ratios are peer time / our time
+(>1: ours faster) for factors, scores and their total. The os load average is recorded before and after;
+``loaded`` is true when the 1-minute load average exceeded ``0.5 x cpu_count`` at either point (then the
+timings are not a fair ratio: the coordinator's other work was running).
 
-``python -m benchmarks.influence_kronfluence [--quick]`` writes ``benchmarks/results/influence_kronfluence.json``
-(raises if ``.venv-kron`` is missing).
+``python -m benchmarks.influence_kronfluence [--quick]`` writes
+``benchmarks/results/influence_kronfluence.json`` (raises if ``.venv-kron`` is missing).
 """
 
 from __future__ import annotations
 
 import os
 
-# before numpy / jax load OpenBLAS when run as a script (``single_threaded_blas`` covers an already-loaded one)
+# before numpy / jax load OpenBLAS when run as a script (``single_threaded_blas`` covers one already loaded)
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import contextlib
@@ -148,7 +149,8 @@ def bench_config(quick: bool) -> BenchConfig:
 
 
 def influence_config(strategy: str = "ekfac", chunk_size: int = 64) -> InfluenceConfig:
-    """Our settings matched to the peer's: bias as an extra input row, damping 0.1 x mean eigenvalue per layer."""
+    """Our settings matched to the peer's: bias as an extra input row, damping 0.1 x mean eigenvalue per
+    layer."""
     return InfluenceConfig(
         strategy=strategy, include_bias=True, damping_factor=DAMPING_FACTOR, chunk_size=chunk_size
     )
@@ -161,7 +163,7 @@ def write_inputs(bc: BenchConfig, model_dir: str | os.PathLike) -> Path:
 
 
 def load_ours(model_dir: str | os.PathLike) -> tuple[Any, np.ndarray, np.ndarray]:
-    """Our model (:func:`from_hf` of the folder) and the ``tokens [n_train, T]`` / ``queries [n_query, T]``."""
+    """Our model (:func:`from_hf` of the folder), ``tokens [n_train, T]`` and ``queries [n_query, T]``."""
     model_dir = Path(model_dir)
     return from_hf(model_dir), np.load(model_dir / "tokens.npy"), np.load(model_dir / "queries.npy")
 
@@ -182,13 +184,13 @@ def ours_round(
     return np.asarray(scores), factors, t1 - t0, t2 - t1
 
 
-# the peer: (bench config, input folder, output folder) -> (scores [n_query, n_train], its timings.json record)
+# the peer: (bench config, input folder, output folder) -> (scores [n_query, n_train], timings.json record)
 PeerFn = Callable[[BenchConfig, Path, Path], tuple[np.ndarray, dict[str, Any]]]
 
 
 def kronfluence_peer(bc: BenchConfig, model_dir: Path, out_dir: Path) -> tuple[np.ndarray, dict[str, Any]]:
-    """Run ``influence_kronfluence_peer.py`` in ``.venv-kron`` once (one warm-up + one timed run per thread count
-    of ``bc.peer_threads``); its ``scores.npy`` and ``timings.json`` (raises if the venv is missing)."""
+    """Run ``influence_kronfluence_peer.py`` in ``.venv-kron`` once (one warm-up + one timed run per thread
+    count of ``bc.peer_threads``); its ``scores.npy`` and ``timings.json`` (raises if the venv is missing)."""
     if not KRON_PYTHON.exists():
         raise RuntimeError(f"kronfluence peer venv {KRON_PYTHON} is missing: create it with `{KRON_INSTALL}`")
     cmd = [
@@ -225,7 +227,8 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
 
 def compare(ours: np.ndarray, theirs: np.ndarray) -> dict[str, Any]:
     """Agreement of two ``[n_query, n_train]`` score matrices: Spearman over all pairs and per query (median,
-    min), Pearson, the fraction of pairs with the same sign, and the least-squares scale ``theirs ~ c * ours``."""
+    min), Pearson, the fraction of pairs with the same sign, and the least-squares scale ``theirs ~ c *
+    ours``."""
     ours, theirs = np.asarray(ours, np.float64), np.asarray(theirs, np.float64)
     if ours.shape != theirs.shape or ours.ndim != 2:
         raise ValueError(

@@ -1,15 +1,16 @@
 """The ours-vs-kronfluence influence benchmark (``benchmarks/influence_kronfluence.py``) without kronfluence.
 
-kronfluence lives in its own virtualenv ``.venv-kron`` (its torchvision requirement breaks beside the CPU torch of
-the main venv, see ``benchmarks/influence_kronfluence_peer.py``); CI has only the main venv, so the peer itself is
-not run here. What is checked instead, on a tiny GPT-2:
-- our half reads the shared inputs and scores the same quantity with the same sign as the peer's task: with the
-  identity curvature, ours equals ``grad f_q . grad L_t`` over the MLP projections' weights and biases, computed
-  independently with torch autograd on the HF model the peer loads (``peer.load_inputs``, its own loss);
+kronfluence lives in its own virtualenv ``.venv-kron`` (its torchvision requirement breaks beside the CPU
+torch of the main venv, see ``benchmarks/influence_kronfluence_peer.py``); CI has only the main venv, so the
+peer itself is not run here. What is checked instead, on a tiny GPT-2:
+- our half reads the shared inputs and scores the same quantity with the same sign as the peer's task: with
+  the identity curvature, ours equals ``grad f_q . grad L_t`` over the MLP projections' weights and biases,
+  computed independently with torch autograd on the HF model the peer loads (``peer.load_inputs``, its own
+  loss);
 - ``spearman`` against a brute-force rank computation (average ranks for ties);
 - ``compare`` on exact transforms (a monotone odd map: all agreement 1; a sign flip: -1, no equal signs);
-- ``measure`` end to end with a fake peer (the torch reference above and a made-up timing record): the interleaved
-  rounds, the best-thread choice, the ratios and the JSON written by the harness;
+- ``measure`` end to end with a fake peer (the torch reference above and a made-up timing record): the
+  interleaved rounds, the best-thread choice, the ratios and the JSON written by the harness;
 - bad sizes raise a ConfigError naming the field; a missing peer venv raises with the install command.
 """
 
@@ -69,8 +70,9 @@ def test_ours_identity_scores_equal_torch_gradient_dot_products(tiny_dir, refere
     scores, _, fac_s, sco_s = bench.ours_round(model, tokens, queries, config, jax.random.key(0))
     assert scores.shape == reference.shape == (TINY.n_query, TINY.n_train)
     assert fac_s >= 0 and sco_s > 0
-    # float32 ours vs float64 torch: measured max error 1.5e-7 of the largest score, so 1e-4 leaves a wide margin;
-    # dropping the bias rows (include_bias=False) measured 0.98 of it, a sign flip or a missing layer is O(1) too
+    # float32 ours vs float64 torch: measured max error 1.5e-7 of the largest score, so 1e-4 leaves a wide
+    # margin; dropping the bias rows (include_bias=False) measured 0.98 of it, a sign flip or a missing layer
+    # is O(1) too
     scale = np.abs(reference).max()
     np.testing.assert_allclose(scores, reference, atol=1e-4 * scale, rtol=0)
     assert bench.spearman(scores, reference) > 0.999
