@@ -99,7 +99,7 @@ def predicted_losses(scores: jax.Array, masks: jax.Array) -> jax.Array:
     """Group-additive prediction of each subset's query losses, ``[M, Q]``: ``-masks @ scores^T`` for
     ``scores [Q, N]`` (positive = lowers the query loss, :func:`~jaxsafety.influence.pairwise_scores`) and
     ``masks [M, N]``, up to a per-query constant and scale (irrelevant to the rank correlation)."""
-    return -jnp.einsum("mn,qn->mq", masks.astype(scores.dtype), scores, precision=HI)
+    return -jnp.einsum("mn,qn->mq", jnp.asarray(masks, float), scores, precision=HI)
 
 
 def lds(scores: jax.Array, masks: jax.Array, actual: jax.Array) -> jax.Array:
@@ -114,4 +114,7 @@ def lds(scores: jax.Array, masks: jax.Array, actual: jax.Array) -> jax.Array:
     m = np.shape(masks)[0]
     check(m >= 2, "masks", np.shape(masks), "at least 2 subsets (rows)")
     check(np.shape(actual) == (m, q), "actual", np.shape(actual), f"a [{m}, {q}] array (subsets x queries)")
-    return spearman(predicted_losses(jnp.asarray(scores), jnp.asarray(masks)), jnp.asarray(actual))
+    scores, actual = (
+        jnp.asarray(a, jax.dtypes.canonicalize_dtype(np.result_type(a))) for a in (scores, actual)
+    )
+    return spearman(predicted_losses(scores, jnp.asarray(masks)), actual)

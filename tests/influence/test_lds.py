@@ -179,16 +179,24 @@ def convex_problem():
     return _convex_problem(seed=0, n=256, m=48)
 
 
+@pytest.mark.slow  # the fixture's 49 float64 retrainings take 17-21 s on the busy 2-core CPU
 def test_exact_influence_has_high_lds_on_convex_model(convex_problem):
-    """Measured mean LDS of the exact (dense float64 Hessian) influence: THRESH_EXACT_NOTE."""
+    """Measured mean LDS of the exact (dense float64 Hessian) influence, n=256, M=48, problem seeds 0/1/3/4:
+    0.983 / 0.982 / 0.985 / 0.982 (seed 2 is a degenerate draw, query losses in the thousands, where even the
+    exact first-order prediction reaches only 0.571; it is not used). Threshold 0.9 on seed 0: margin 0.08."""
     _, _, masks, actual, exact = convex_problem
     per_query = np.asarray(lds(exact, masks, actual))
     print(f"exact-Hessian LDS {per_query.mean():.3f} (min over queries {per_query.min():.3f})")
     assert per_query.mean() > 0.9, per_query
 
 
+@pytest.mark.slow
 def test_ekfac_beats_identity_on_lds(convex_problem):
-    """THRESH_EKFAC_NOTE"""
+    """Measured mean LDS (n=256, M=48, 32 label samples; problem seed: identity / diagonal / kfac / ekfac):
+    0: 0.695 / 0.729 / 0.807 / 0.823 (factor key 4: ekfac 0.828);  1: 0.758 / 0.798 / 0.861 / 0.875;
+    3: 0.744 / 0.825 / 0.827 / 0.832;  4: 0.688 / 0.725 / 0.837 / 0.859;  degenerate seed 2: 0.475 / 0.494 /
+    0.541 / 0.543. EK-FAC - identity: 0.128 / 0.117 / 0.088 / 0.171 (0.068 on seed 2). Thresholds on seed 0:
+    a gap > 0.05 (0.078 below the measured 0.128) and EK-FAC > 0.7 (0.12 below 0.823)."""
     ekfac, identity = _strategy_lds(convex_problem, "ekfac", 3), _strategy_lds(convex_problem, "identity", 3)
     print(f"LDS: ekfac {ekfac:.3f}, identity {identity:.3f}")
     assert ekfac > identity + 0.05 and ekfac > 0.7, (ekfac, identity)
