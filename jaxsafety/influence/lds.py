@@ -114,7 +114,8 @@ def lds(scores: jax.Array, masks: jax.Array, actual: jax.Array) -> jax.Array:
     m = np.shape(masks)[0]
     check(m >= 2, "masks", np.shape(masks), "at least 2 subsets (rows)")
     check(np.shape(actual) == (m, q), "actual", np.shape(actual), f"a [{m}, {q}] array (subsets x queries)")
+    # numpy float64 inputs become the default float without a warning when x64 is off
     scores, actual = (
-        jnp.asarray(a, jax.dtypes.canonicalize_dtype(np.result_type(a))) for a in (scores, actual)
+        jnp.asarray(a, jax.dtypes.canonicalize_dtype(np.asarray(a).dtype)) for a in (scores, actual)
     )
     return spearman(predicted_losses(scores, jnp.asarray(masks)), actual)
