@@ -15,6 +15,8 @@ per_token = token_influence(model, factors, queries, {"tokens": train_tokens[:1]
   :func:`pairwise_scores`, :func:`token_influence`.
 - :mod:`~jaxsafety.influence.storage`: :func:`save_factors` / :func:`load_factors`, :func:`save_scores` /
   :func:`load_scores` (safetensors, atomic).
+- :mod:`~jaxsafety.influence.lds`: the linear datamodeling score (:func:`subset_masks`, :func:`retrain_subsets`
+  vmapped over subsets, :func:`predicted_losses`, :func:`lds`).
 """
 
 from jaxsafety.influence.factors import (
@@ -28,6 +30,7 @@ from jaxsafety.influence.factors import (
     precondition,
     sampled_next_token_loss,
 )
+from jaxsafety.influence.lds import lds, predicted_losses, retrain_subsets, spearman, subset_masks
 from jaxsafety.influence.scores import QueryGradients, pairwise_scores, query_gradients, token_influence
 from jaxsafety.influence.storage import load_factors, load_scores, save_factors, save_scores
 
@@ -38,15 +41,20 @@ __all__ = [
     "LayerFactors",
     "QueryGradients",
     "fit_factors",
+    "lds",
     "load_factors",
     "load_scores",
     "mlp_layers",
     "next_token_loss",
     "pairwise_scores",
     "precondition",
+    "predicted_losses",
     "query_gradients",
+    "retrain_subsets",
     "sampled_next_token_loss",
     "save_factors",
     "save_scores",
+    "spearman",
+    "subset_masks",
     "token_influence",
 ]
