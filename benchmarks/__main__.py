@@ -12,7 +12,13 @@ from pathlib import Path
 
 from benchmarks.harness import RESULTS_DIR, write_result
 
-_NOT_BENCHMARKS = {"harness", "__main__", "uplift_numpy", "lm_ppo_trl"}  # peers run by uplift_mc and lm_ppo
+_NOT_BENCHMARKS = {
+    "harness",
+    "__main__",
+    "uplift_numpy",
+    "lm_ppo_trl",
+    "influence_kronfluence_peer",
+}  # peers run by others
 
 
 def discover() -> list[str]:
