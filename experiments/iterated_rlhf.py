@@ -28,8 +28,8 @@ cell); prints a table and the cells ranked by their final-round gap.
 
 Measured (AMD EPYC, 2 cores, loaded; README "Reward models, LM PPO and iterated RLHF" has the tables): best-of-n
 over-optimises in round 1 (8 seeds: gold +0.14 at n = 4, -0.01 at n = 32, proxy +1.63; fit R^2 0.99), RLOO's mean
-gold falls while the proxy rises (4 of 8 seeds rise first); over rounds the concatenated-data baseline's gap falls
-0.91 -> 0.83 -> 0.32 -> 0.23 (seed 0) while take-last diverges (6.1) and a fixed-size mix stays near 1.5.
+gold falls while the proxy rises (4 of 8 seeds rise first); over rounds (seeds 0 and 1) the concatenated-data
+baseline's gap falls 0.92 -> 0.57 -> 0.36 -> 0.45 while take-last diverges (4.9) and a fixed-size mix grows to 1.9.
 """
 
 from __future__ import annotations
