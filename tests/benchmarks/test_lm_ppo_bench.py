@@ -14,9 +14,6 @@ The TRL run itself needs ``.venv-trl`` and is not part of the default tests.
 
 from __future__ import annotations
 
-import ast
-from pathlib import Path
-
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -24,6 +21,7 @@ import torch
 
 from benchmarks import lm_ppo, lm_ppo_trl
 from jaxsafety.config import ConfigError
+from tests.benchmarks.peer_imports import import_roots
 
 
 @pytest.fixture(scope="module")
@@ -96,13 +94,7 @@ def test_trl_tokenizer_ids_and_padding():
 
 
 def test_trl_script_imports_neither_jax_nor_jaxsafety():
-    tree = ast.parse(Path(lm_ppo_trl.__file__).read_text())
-    roots = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            roots |= {a.name.split(".")[0] for a in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            roots.add(node.module.split(".")[0])
+    roots = import_roots(lm_ppo_trl.__file__)
     assert {"torch", "trl", "transformers"} <= roots
     assert not roots & {"jax", "jaxsafety", "flax", "optax", "benchmarks"}
 
