@@ -21,8 +21,8 @@ The ``num_seeds`` runs of a cell are vmapped together (pair sampling, RM trainin
 PPO steps, evaluations); every number is their mean, ``per_seed`` in ``results.json`` holds each run's own.
 
 Writes ``runs/iterated_rlhf/<run>/``: TensorBoard scalars ``<cell>/iter<k>/{rl,bon}/{gold,proxy,kl,d,gap}`` (per
-PPO evaluation step / per ``n``; the mean over runs, each run's under ``<cell>/seed<s>/``), ``results.json`` (per cell and iteration: final gold, proxy, gap, KL, gold at
-matched KL, the fits with R^2, the curves), ``overoptimisation.png`` (round 1 of the first cell: gold and proxy vs
+PPO evaluation step / per ``n``; the mean over runs, each run's under ``<cell>/seed<s>/``), ``results.json``
+(per cell and iteration: final gold, proxy, gap, KL, gold at matched KL, the fits with R^2, the curves), ``overoptimisation.png`` (round 1 of the first cell: gold and proxy vs
 ``d`` with the fits, best-of-n and RL) and ``iterations.png`` (gold-proxy gap and gold at matched KL per round, per
 cell); prints a table and the cells ranked by their final-round gap.
 
@@ -117,7 +117,7 @@ class IteratedRLHFExperiment:
         for path in self.merge:
             check(_results_path(path).is_file(), "merge", path, "run directories or results.json files")
         if self.merge:
-            merge_runs(self)  # the merged results' cells and seeds are checked before anything is written
+            pooled_runs(self)  # the merged results' cells and seeds are checked before anything is written
 
     def cell(self, name: str) -> IteratedRLHFConfig:
         """The :class:`IteratedRLHFConfig` of grid cell ``name``."""
@@ -166,27 +166,30 @@ def _results_path(path: str) -> Path:
     return p / "results.json" if p.is_dir() else p
 
 
-def merge_runs(cfg: IteratedRLHFExperiment) -> dict[str, Any]:
-    """Per grid cell, the runs of every ``cfg.merge`` result that has the cell, pooled and averaged
-    (:func:`jaxsafety.rlhf.pipeline.mean_over_seeds`). Raises ``ConfigError`` when no result has a cell of the
-    grid or two results give the same seed for a cell."""
-    pooled: dict[str, list[dict[str, Any]]] = {name: [] for name in cfg.grid}
-    seeds: dict[str, list[int]] = {name: [] for name in cfg.grid}
+def pooled_runs(cfg: IteratedRLHFExperiment) -> dict[str, tuple[list[dict[str, Any]], list[int]]]:
+    """Per grid cell, ``(runs, seeds)`` of every ``cfg.merge`` result that has the cell (a result of one unbatched
+    run is that run). Raises ``ConfigError`` when no result has a cell of the grid or two results give the same
+    seed for a cell."""
+    pooled: dict[str, tuple[list[dict[str, Any]], list[int]]] = {name: ([], []) for name in cfg.grid}
     for path in cfg.merge:
         res = json.loads(_results_path(path).read_text())
         for name in cfg.grid:
             cell = res["cells"].get(name)
             if cell is None:
                 continue
-            runs = cell.get("per_seed", [cell])  # a result of one unbatched run is that run
-            pooled[name].extend(runs)
-            seeds[name].extend(cell.get("seeds", [res.get("config", {}).get("seed", 0)]))
-    for name, ss in seeds.items():
+            pooled[name][0].extend(cell.get("per_seed", [cell]))
+            pooled[name][1].extend(cell.get("seeds", [res.get("config", {}).get("seed", 0)]))
+    for name, (_, ss) in pooled.items():
         check(len(ss) > 0, "merge", cfg.merge, f"results of which at least one has the cell {name}")
         check(len(set(ss)) == len(ss), "merge", cfg.merge, f"results of distinct seeds (cell {name}: {ss})")
+    return pooled
+
+
+def merge_runs(cfg: IteratedRLHFExperiment) -> dict[str, Any]:
+    """Per grid cell, the :func:`pooled_runs` averaged (:func:`jaxsafety.rlhf.pipeline.mean_over_seeds`)."""
     return {
-        name: {**mean_over_seeds(runs, cfg.study.kl_match), "seeds": seeds[name], "per_seed": runs}
-        for name, runs in pooled.items()
+        name: {**mean_over_seeds(runs, cfg.study.kl_match), "seeds": seeds, "per_seed": runs}
+        for name, (runs, seeds) in pooled_runs(cfg).items()
     }
 
 
@@ -250,14 +253,14 @@ def summarise(cells: dict[str, Any]) -> dict[str, dict[str, float]]:
         out[name] = {
             "gap_first": gaps[0],
             "gap_last": gaps[-1],
-            "gap_last_sd": its[-1].get("final_sd", {}).get("gap", float("nan")),
+            "gap_last_sd": its[-1]["final_sd"]["gap"],
             "gap_mean_after_first": float(np.mean(gaps[1:])) if len(gaps) > 1 else float("nan"),
             "gold_last": last["gold"],
             "kl_last": last["kl"],
             "round1_rl_gold_peak": float(rl["gold"][peak]),
             "round1_rl_gold_peak_kl": float(rl["kl"][peak]),
             "round1_rl_gold_final": float(rl["gold"][-1]),
-            "num_runs": len(res.get("per_seed", [res])),
+            "num_runs": len(res["per_seed"]),
         }
     return out
 
@@ -283,8 +286,9 @@ def main(cfg: IteratedRLHFExperiment) -> dict[str, Any]:
     if cfg.merge:
         print(f"[iterated_rlhf] merging {len(cfg.merge)} results: {', '.join(cfg.merge)}", flush=True)
         cells = merge_runs(cfg)
-    total = 0 if cfg.merge else len(cfg.grid) * cfg.num_iterations * cfg.study.ppo_steps
-    if not cfg.merge:
+        total = 0
+    else:
+        total = len(cfg.grid) * cfg.num_iterations * cfg.study.ppo_steps
         print(
             f"[iterated_rlhf] {len(cfg.grid)} cells x {cfg.num_iterations} rounds x {cfg.study.ppo_steps} PPO "
             f"steps, seeds {cfg.cell(cfg.grid[0]).seeds} vmapped, {cfg.rm_members} RMs per round",
@@ -312,7 +316,7 @@ def main(cfg: IteratedRLHFExperiment) -> dict[str, Any]:
                 rows.append(
                     [name, str(it["iteration"] + 1)]
                     + [format_number(f[k], ".3f") for k in ("gold", "proxy", "gap")]
-                    + [format_number(it.get("final_sd", {}).get("gap", float("nan")), ".3f")]
+                    + [format_number(it["final_sd"]["gap"], ".3f")]
                     + [format_number(f["kl"], ".3f"), format_number(it["gold_at_kl"], ".3f")]
                     + [format_number(fits[k]["r2"], ".2f") for k in ("bon_gold", "rl_gold")]
                 )

@@ -225,7 +225,9 @@ def make_reward_model(
 class RewardModels(NamedTuple):
     """Trained reward models: ``graphdef`` + ``params`` (an ``nnx.State``, every leaf stacked on a leading member
     axis ``[E, ...]``), and the training curves ``metrics['loss' | 'accuracy']`` ``[E, num_steps]`` (minibatch
-    BT loss and accuracy before each step). ``nnx.merge(graphdef, member(params, i))`` gives member ``i``."""
+    BT loss and accuracy before each step). ``nnx.merge(graphdef, member(params, i))`` gives member ``i``. From a
+    call batched over datasets the leaves are ``[S, E, ...]`` (metrics ``[S, E, num_steps]``): index the run
+    first; ``num_models`` and ``member`` read the leading axis."""
 
     graphdef: Any
     params: Any

@@ -405,6 +405,11 @@ def _fits(bon: dict[str, Any], rl: dict[str, Any]) -> dict[str, dict[str, float]
     }
 
 
+def _rl_scalars(gold: float, proxy: float, kl: float) -> dict[str, float]:
+    gold, proxy, kl = float(gold), float(proxy), float(kl)
+    return {"gold": gold, "proxy": proxy, "kl": kl, "d": kl**0.5, "gap": proxy - gold}
+
+
 def mean_over_seeds(runs: Sequence[dict[str, Any]], kl_match: float) -> dict[str, Any]:
     """One cell's runs (each ``{"sft_gold", "iterations"}`` as :func:`run_iterated_rlhf` writes per seed, all
     with the same rounds, PPO evaluation steps and best-of-n grid) averaged: per round the mean ``rl`` and
@@ -620,10 +625,8 @@ def run_iterated_rlhf(
                 for name, v in (("step", step), ("gold", g[s]), ("proxy", p[s]), ("kl", kl[s])):
                     curves[s][name].append(float(v))
                 if num_runs > 1:
-                    row = {"gold": g[s], "proxy": p[s], "kl": kl[s], "d": kl[s] ** 0.5, "gap": p[s] - g[s]}
-                    log(f"seed{seeds[s]}/" + prefix + "rl/", row, step)
-            gm, pm_, klm = float(g.mean()), float(p.mean()), float(kl.mean())
-            log(prefix + "rl/", {"gold": gm, "proxy": pm_, "kl": klm, "d": klm**0.5, "gap": pm_ - gm}, step)
+                    log(f"seed{seeds[s]}/" + prefix + "rl/", _rl_scalars(g[s], p[s], kl[s]), step)
+            log(prefix + "rl/", _rl_scalars(g.mean(), p.mean(), kl.mean()), step)
         prev_init, prev_policy = init, state.params
         for s in range(num_runs):
             rl = {name: np.asarray(v) for name, v in curves[s].items()}
