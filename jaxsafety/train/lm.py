@@ -46,6 +46,7 @@ __all__ = [
     "make_lm_train_step",
     "next_token_loss",
     "pretrain",
+    "pretrain_documents",
     "unigram_entropy",
 ]
 
@@ -495,8 +496,10 @@ class PretrainResult:
     history: list[dict[str, float]]
 
 
-def _load_documents(config: PretrainConfig) -> tuple[list[str], list[str]]:
-    """(train, held-out) documents: shuffled with the seed, the last ``heldout_fraction`` held out."""
+def pretrain_documents(config: PretrainConfig) -> tuple[list[str], list[str]]:
+    """The (train, held-out) documents :func:`pretrain` uses for ``config``: the corpus shuffled with the seed, the
+    last ``heldout_fraction`` held out (studies of a pretrained model, e.g. influence over its training set, read
+    them here)."""
     if config.corpus == "synthetic":
         docs = synthetic_corpus(config.synthetic, config.seed)
     else:
@@ -557,7 +560,7 @@ def pretrain(
         check_range("eval_every", eval_every, ge=1, integer=True)
     tracker = tracker or NoOpTracker()
 
-    train_docs, held_docs = _load_documents(config)
+    train_docs, held_docs = pretrain_documents(config)
     tokenizer = train_bpe_tokenizer(train_docs, config.vocab_size)
     train_rows = encode_corpus(tokenizer, train_docs, config.seq_len)
     try:
