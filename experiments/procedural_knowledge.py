@@ -494,10 +494,8 @@ def main(cfg: ProceduralKnowledgeConfig) -> dict[str, Any]:
 
         summary, per_query, matrix = analyse(cfg, scores, queries, docs, nats)
         save_scores(run.dir / "scores.safetensors", scores, {"strategy": cfg.strategy, "layers": cfg.layers})
-        write_json_atomic(
-            run.dir / "queries.json", [q._asdict() | {"fact": q.fact, "problem": q.problem} for q in queries]
-        )
-        write_json_atomic(run.dir / "documents.json", [{"kind": d.kind, "text": d.text} for d in docs])
+        write_json_atomic(run.dir / "queries.json", [q._asdict() for q in queries])
+        write_json_atomic(run.dir / "documents.json", [d._asdict() for d in docs])
         kinds = [q.kind for q in queries]
         correlation_figure(run, matrix, kinds)
         kind_of = np.array(["factual" if k == "factual" else "reasoning" for k in kinds])
