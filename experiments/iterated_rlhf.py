@@ -13,6 +13,7 @@ geometric grid and LM PPO from the round's init against the combined proxy; gold
 
     python experiments/iterated_rlhf.py --smoke        # under 2 minutes on CPU (models cached after a first run)
     python experiments/iterated_rlhf.py                # the default grid, 4 rounds, seeds 0 and 1 vmapped
+    python experiments/iterated_rlhf.py --overopt      # round 1 only, 8 seeds, stronger proxy: RL gold peaks
     python experiments/iterated_rlhf.py --seed 2 --num-seeds 1 --run-name s2     # more seeds, elsewhere ...
     python experiments/iterated_rlhf.py --merge runs/iterated_rlhf/<run> runs/iterated_rlhf/s2   # ... pooled
     tensorboard --logdir runs
@@ -158,6 +159,20 @@ SMOKE = IteratedRLHFExperiment(
     grid=(BASELINE, "last/ensemble_mean/continue"),
     num_iterations=2,
     prompts_per_round=32,
+)
+
+# one round of the baseline, 8 seeds, with a stronger proxy (RM 3000 steps) and a less noisy policy gradient (128
+# prompts per step at lr 3e-5): the Gao et al. single-round picture, RL gold peaking before it falls
+OVEROPT = IteratedRLHFExperiment(
+    study=dataclasses.replace(
+        StudyConfig(),
+        rm_steps=3000,
+        ppo_batch=128,
+        ppo=dataclasses.replace(StudyConfig().ppo, lr=3e-5),
+    ),
+    grid=(BASELINE,),
+    num_iterations=1,
+    num_seeds=8,
 )
 
 
@@ -364,7 +379,10 @@ def main(cfg: IteratedRLHFExperiment) -> dict[str, Any]:
 
 def parse_args(argv: list[str]) -> IteratedRLHFExperiment:
     return parse_cli(
-        IteratedRLHFExperiment, argv, presets={"smoke": SMOKE}, description=__doc__.splitlines()[0]
+        IteratedRLHFExperiment,
+        argv,
+        presets={"smoke": SMOKE, "overopt": OVEROPT},
+        description=__doc__.splitlines()[0],
     )
 
 

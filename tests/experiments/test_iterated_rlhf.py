@@ -145,3 +145,15 @@ def test_bad_flags_exit_with_one_line(tmp_path: Path):
         code, _, err = parse_experiment_cli("iterated_rlhf.py", *argv, "--out-dir", str(tmp_path))
         assert code == 2 and err.count("\n") == 1 and message in err, (argv, err)
     assert not any(tmp_path.iterdir())
+
+
+def test_overopt_preset_is_one_round_of_the_baseline_with_the_stronger_settings():
+    code, out, _ = parse_experiment_cli("iterated_rlhf.py", "--overopt", "--print-config")
+    _, default, _ = parse_experiment_cli("iterated_rlhf.py", "--print-config")
+    cfg, base = json.loads(out), json.loads(default)
+    assert code == 0 and cfg["grid"] == ["concat/latest/sft"] and cfg["num_iterations"] == 1
+    assert cfg["num_seeds"] == 8 and cfg["study"]["rm_steps"] == 3000 and cfg["study"]["ppo_batch"] == 128
+    assert cfg["study"]["ppo"] == {**base["study"]["ppo"], "lr": 3e-5}  # only the learning rate differs
+    assert {k: v for k, v in cfg["study"].items() if k not in ("rm_steps", "ppo_batch", "ppo")} == {
+        k: v for k, v in base["study"].items() if k not in ("rm_steps", "ppo_batch", "ppo")
+    }
