@@ -130,8 +130,16 @@ def _silence_abandoned_reads() -> None:
 
     def hook(unraisable: Any) -> None:
         # orbax's read coroutine catches BaseException and raises a new Exception, so when a failed restore closes
-        # its event loop with reads still pending, each "raises" again as it is finalised (GeneratorExit)
-        if getattr(unraisable.object, "__qualname__", "") != "_read_array_index_and_device_put":
+        # its event loop with reads still pending, each "raises" again as it is finalised (GeneratorExit); and a
+        # TensorStore read finishing after that posts its callback to the closed loop ("Event loop is closed",
+        # raised in TensorStore's thread, so reported with no object)
+        abandoned_read = getattr(unraisable.object, "__qualname__", "") == "_read_array_index_and_device_put"
+        late_callback = (
+            unraisable.object is None
+            and isinstance(unraisable.exc_value, RuntimeError)
+            and str(unraisable.exc_value) == "Event loop is closed"
+        )
+        if not (abandoned_read or late_callback):
             previous(unraisable)
 
     hook.drops_orbax_abandoned_reads = True  # type: ignore[attr-defined]
