@@ -52,10 +52,16 @@ batch-size search does not run inside the timings.
 Outputs in ``--out``: ``scores.npy`` (float32 ``[n_query, n_train]``, from the last timed run of the best
 thread count), ``timings.json`` (below) and ``kronfluence/`` (kronfluence's own factor and score files).
 
+Other tracked modules (``--modules``): any ``nn.Linear`` names of the loaded model instead of the MLP projections,
+e.g. ``--modules lm_head`` on a HF ``LlamaForCausalLM`` folder (``model_type`` llama, loaded as is: its layers are
+already ``nn.Linear``), as ``benchmarks/influence_lds.py`` runs it for the linear datamodeling score.
+
 Invoke::
 
     .venv-kron/bin/python benchmarks/influence_kronfluence_peer.py --model-dir D --random-init --seed 0
     .venv-kron/bin/python benchmarks/influence_kronfluence_peer.py --model-dir D --out O [--threads 1 2]
+    .venv-kron/bin/python benchmarks/influence_kronfluence_peer.py --model-dir LLAMA --out O --modules lm_head \
+        --damping 0.004 --threads 1 --repeats 1 --warmup 0
 """
 
 from __future__ import annotations
@@ -86,6 +92,7 @@ __all__ = [
     "run_kronfluence",
     "summed_next_token_loss",
     "swap_mlp_conv1d",
+    "tracked_modules",
 ]
 
 ISA_FLAG = re.compile(
@@ -200,17 +207,27 @@ def swap_mlp_conv1d(model: nn.Module) -> list[str]:
     return names
 
 
+MODEL_TYPES = ("gpt2", "llama")
+
+
 def load_inputs(
     model_dir: str | Path, tokens: str | Path | None = None, queries: str | Path | None = None
 ) -> tuple[nn.Module, np.ndarray, np.ndarray]:
-    """Load the GPT-2 from ``model_dir`` (eval mode, MLP ``Conv1D`` swapped for ``nn.Linear``) and the token
-    arrays (default ``model_dir/tokens.npy`` and ``queries.npy``); validates shapes and the token range."""
-    from transformers import GPT2LMHeadModel
+    """Load the model from ``model_dir`` (eval mode; a GPT-2 gets its MLP ``Conv1D`` swapped for ``nn.Linear``, a
+    Llama is loaded as is) and the token arrays (default ``model_dir/tokens.npy`` and ``queries.npy``); validates
+    the model type, shapes and the token range."""
+    from transformers import GPT2LMHeadModel, LlamaForCausalLM
 
     model_dir = Path(model_dir)
     for f in ("config.json", "model.safetensors"):
         if not (model_dir / f).is_file():
-            raise ValueError(f"model_dir {model_dir} lacks {f} (a HF GPT2LMHeadModel checkpoint is expected)")
+            raise ValueError(
+                f"model_dir {model_dir} lacks {f} (a HF GPT2LMHeadModel or LlamaForCausalLM checkpoint is "
+                "expected)"
+            )
+    model_type = json.loads((model_dir / "config.json").read_text()).get("model_type")
+    if model_type not in MODEL_TYPES:
+        raise ValueError(f"model_dir: model_type must be one of {MODEL_TYPES}, got {model_type!r}")
     arrays = []
     for field, path in (
         ("tokens", tokens or model_dir / "tokens.npy"),
@@ -219,10 +236,10 @@ def load_inputs(
         if not Path(path).is_file():
             raise ValueError(f"{field}: no such file {path}")
         arrays.append(np.load(path))
-    model = GPT2LMHeadModel.from_pretrained(model_dir, dtype=torch.float32)
-    if model.config.model_type != "gpt2":
-        raise ValueError(f"model_dir: model_type must be 'gpt2', got {model.config.model_type!r}")
-    vocab, n_pos = model.config.vocab_size, model.config.n_positions
+    cls = GPT2LMHeadModel if model_type == "gpt2" else LlamaForCausalLM
+    model = cls.from_pretrained(model_dir, dtype=torch.float32)
+    vocab = model.config.vocab_size
+    n_pos = model.config.n_positions if model_type == "gpt2" else model.config.max_position_embeddings
     for field, arr in zip(("tokens", "queries"), arrays, strict=True):
         if arr.ndim != 2 or not np.issubdtype(arr.dtype, np.integer):
             raise ValueError(f"{field} must be an int array [n, seq_len], got {arr.dtype} {arr.shape}")
@@ -232,9 +249,29 @@ def load_inputs(
             raise ValueError(
                 f"{field}: token ids must be in [0, vocab={vocab}), got [{arr.min()}, {arr.max()}]"
             )
-    swap_mlp_conv1d(model)
+    if model_type == "gpt2":
+        swap_mlp_conv1d(model)
     model.eval()
     return model, arrays[0], arrays[1]
+
+
+def tracked_modules(model: nn.Module, modules: list[str] | None = None) -> list[str]:
+    """The modules kronfluence tracks: ``modules`` (checked: each an ``nn.Linear`` of ``model``), or None: every
+    GPT-2 block's MLP projections (:func:`mlp_module_names`)."""
+    if modules is None:
+        if not hasattr(model, "transformer"):
+            raise ValueError(
+                "modules: None (the GPT-2 MLP projections) needs a GPT-2; name the modules instead"
+            )
+        return mlp_module_names(len(model.transformer.h))
+    linear = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    bad = [n for n in modules if n not in linear]
+    if not modules or bad or len(set(modules)) != len(modules):
+        raise ValueError(
+            f"modules={modules!r} is invalid: accepted values are distinct nn.Linear names of the model: "
+            + ", ".join(linear)
+        )
+    return list(modules)
 
 
 def summed_next_token_loss(model: nn.Module, input_ids: torch.Tensor, sample: bool = False) -> torch.Tensor:
@@ -294,17 +331,19 @@ def run_kronfluence(
     factor_batch: int = 64,
     train_batch: int = 64,
     query_batch: int = 16,
+    modules: list[str] | None = None,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Fit EK-FAC factors and pairwise scores with kronfluence, timed per thread count (module docstring).
 
     ``model`` must come from :func:`load_inputs` (MLP layers as ``nn.Linear``). ``damping`` None = kronfluence's
-    heuristic 0.1 x mean(Lambda) per module, else the absolute value added to Lambda. Returns the scores
+    heuristic 0.1 x mean(Lambda) per module, else the absolute value added to Lambda. ``modules``: the tracked
+    ``nn.Linear`` names (None: the GPT-2 MLP projections, :func:`tracked_modules`). Returns the scores
     ``[n_query, n_train]`` (float32) and the timing record."""
     import kronfluence
     from kronfluence.analyzer import Analyzer, prepare_model
     from kronfluence.arguments import FactorArguments, ScoreArguments
 
-    names = mlp_module_names(len(model.transformer.h))
+    names = tracked_modules(model, modules)
     task = _make_task(names)
     model = prepare_model(model, task)
     work = Path(out_dir) / "kronfluence"
@@ -456,6 +495,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--factor-batch", type=_positive, default=64)
     p.add_argument("--train-batch", type=_positive, default=64)
     p.add_argument("--query-batch", type=_positive, default=16)
+    p.add_argument(
+        "--modules",
+        nargs="+",
+        default=None,
+        help="tracked nn.Linear names (default: the GPT-2 MLP projections)",
+    )
     return p
 
 
@@ -499,6 +544,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
         factor_batch=args.factor_batch,
         train_batch=args.train_batch,
         query_batch=args.query_batch,
+        modules=args.modules,
     )
     record["model_dir"] = str(Path(args.model_dir).resolve())
     record["machine"] = {
