@@ -530,6 +530,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     if out is None:
         return None
     model, tokens, queries = load_inputs(args.model_dir, args.tokens, args.queries)
+    tracked_modules(model, args.modules)  # a bad --modules raises before anything is written
     out.mkdir(parents=True, exist_ok=True)
     scores, record = run_kronfluence(
         model,

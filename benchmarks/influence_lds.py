@@ -34,7 +34,10 @@ Per seed and method the LDS is the mean over queries of :func:`~jaxsafety.influe
 subsets between ``-masks @ scores^T`` and ``actual``). The summary gives, per method, the mean and the sample sd
 (ddof 1) of the per-seed LDS, the paired per-seed differences (ours - kronfluence, ours - ours_other_labels), and
 the verdict ``same_lds_within_noise``: ``|mean ours - mean kronfluence| <= min(sd ours, sd kronfluence)`` (the
-seed-to-seed spread). The Spearman between ours' and kronfluence's score matrices (all ``Q x N`` pairs) is
+seed-to-seed spread, which includes how hard each seed's problem is), and the stricter paired one
+``paired_gap_within_label_noise``: ``|mean_s (ours - kronfluence)| <= 2 sd_s(ours - ours_other_labels) /
+sqrt(S)``, i.e. the mean per-seed gap is within two standard errors of what redrawing our own labels does. The
+Spearman between ours' and kronfluence's score matrices (all ``Q x N`` pairs) is
 reported per seed with :func:`benchmarks.influence_kronfluence.compare`.
 
 ``python -m benchmarks.influence_lds [--quick]`` writes ``benchmarks/results/influence_lds.json`` (raises if
@@ -312,6 +315,8 @@ def summarize(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
     }
     gap = abs(stats["ours"]["mean"] - stats["kronfluence"]["mean"])
     spread = min(stats["ours"]["sd"], stats["kronfluence"]["sd"])
+    paired_gap = abs(diff["ours_minus_kronfluence"]["mean"])
+    label_se = diff["ours_minus_ours_other_labels"]["sd"] / np.sqrt(len(per_seed))
     rho = [s["agreement"]["spearman_all"] for s in per_seed]
     return {
         "lds": stats,
@@ -321,6 +326,9 @@ def summarize(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
         "lds_gap_ours_kronfluence": gap,
         "seed_spread": spread,
         "same_lds_within_noise": bool(gap <= spread),
+        "paired_gap": paired_gap,
+        "label_noise_standard_error": float(label_se),
+        "paired_gap_within_label_noise": bool(paired_gap <= 2 * label_se),
         "spearman_at_least_0.95": bool(min(rho) >= 0.95),
     }
 
@@ -410,7 +418,9 @@ def run(quick: bool = False) -> dict[str, Any]:
         "[influence_lds] LDS mean +- sd over seeds: "
         + ", ".join(f"{m} {v['mean']:.3f} +- {v['sd']:.3f}" for m, v in s["lds"].items())
         + f"; Spearman ours/kronfluence {s['spearman_ours_vs_kronfluence']['mean']:.4f}; same LDS within noise: "
-        f"{s['same_lds_within_noise']} ({payload['total_s']:.0f} s)"
+        f"{s['same_lds_within_noise']}, paired gap {s['paired_gap']:.4f} within 2 label-noise SE "
+        f"({2 * s['label_noise_standard_error']:.4f}): {s['paired_gap_within_label_noise']} "
+        f"({payload['total_s']:.0f} s)"
     )
     return payload
 
