@@ -66,6 +66,7 @@ from jaxsafety.influence.analysis import (
 )
 from jaxsafety.influence.factors import chunks
 from jaxsafety.io import cache_dir, write_atomic, write_json_atomic
+from jaxsafety.models import linear_layers
 from jaxsafety.train import OptimizerConfig, progress
 from jaxsafety.train.experiment import Run, start_run
 from jaxsafety.train.finetune import sft_rows
@@ -204,8 +205,8 @@ def corpus_file(texts: list[str]) -> str:
 
 
 def layer_names(model: Any, which: str) -> tuple[str, ...] | None:
-    from jaxsafety.models import linear_layers
-
+    """The influence layers: None (every MLP layer, InfluenceConfig's default) or every MLP and attention
+    projection."""
     if which == "mlp":
         return None  # InfluenceConfig's default
     return tuple(
