@@ -1,17 +1,15 @@
 """Linear datamodeling score (LDS) of EK-FAC influence, ours (:mod:`jaxsafety.influence`) vs kronfluence, against
 the SAME retraining ground truth (issue 19, item 4: "the same LDS within noise").
 
-The problem (one per seed, as ``tests/influence/test_lds.py``): a random tiny zoo Llama (``d_model`` wide, one
-block, vocab ``vocab``, ``seq_len`` tokens) is frozen; documents are random tokens where the next token is often
-the current one plus one; only the untied LM head ``W [d_model, vocab]`` trains, by softmax regression of the
-next token on the final hidden states with the summed next-token NLL per document plus ``0.5 * l2 * |W|^2``. The
-objective is convex, so Newton's method in float64 (``newton_steps`` steps from zero) reaches each subset's unique
-optimum: retraining is exact and deterministic. :func:`~jaxsafety.influence.lds.retrain_subsets` runs the full
-set and ``num_subsets`` random halves (:func:`~jaxsafety.influence.lds.subset_masks`) in one vmapped jit and
-measures the ``n_query`` query losses (summed next-token NLL) of each retrained head: the ground truth
-``actual [M, Q]``. The full-data head (rounded to float32) is loaded into the model, which is exported with
-:func:`jaxsafety.models.to_hf` (HF ``LlamaForCausalLM``, ``lm_head`` an ``nn.Linear``) beside ``tokens.npy`` and
-``queries.npy`` in a temporary folder.
+The problem (one per seed): :func:`jaxsafety.influence.convex_head_problem`, shared with
+``tests/influence/test_lds.py``. A random tiny zoo Llama (``d_model`` wide, one block, vocab ``vocab``,
+``seq_len`` tokens) is frozen; only its untied LM head ``W [d_model, vocab]`` trains, by softmax regression of the
+next token on the final hidden states (summed next-token NLL per document plus ``0.5 * l2 * |W|^2``), a convex
+objective that float64 Newton (``newton_steps`` steps from zero) solves exactly on the full set and on
+``num_subsets`` random halves: the ground truth ``actual [M, Q]`` of the ``n_query`` query losses. The full-data
+head (rounded to float32) is loaded into the model, which is exported with :func:`jaxsafety.models.to_hf` (HF
+``LlamaForCausalLM``, ``lm_head`` an ``nn.Linear``) beside ``tokens.npy`` and ``queries.npy`` in a temporary
+folder.
 
 Scores ``[Q, N]`` (positive = training on the document lowers the query loss), all with the absolute damping
 ``l2 / n_train`` on the mean sampled Fisher (the Hessian of the objective is ``N (mean GGN + l2 / N)``, so this is
@@ -55,23 +53,26 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 
 from benchmarks.harness import cli_main
 from benchmarks.influence_kronfluence import KRON_INSTALL, KRON_PYTHON, PEER_SCRIPT, REPO, compare
 from jaxsafety.config import check, check_range
-from jaxsafety.influence import InfluenceConfig, fit_factors, pairwise_scores
-from jaxsafety.influence.lds import lds, retrain_subsets, subset_masks
-from jaxsafety.models import Llama, LlamaConfig, to_hf
+from jaxsafety.influence import (
+    ConvexHeadProblem,
+    InfluenceConfig,
+    convex_head_problem,
+    fit_factors,
+    lds,
+    pairwise_scores,
+)
+from jaxsafety.models import to_hf
 
 __all__ = [
     "METHODS",
-    "ConvexProblem",
     "LdsConfig",
     "PeerFn",
     "build_problem",
@@ -91,8 +92,8 @@ MANY_LABELS = 32  # ours_32_labels: how much of the gap to ``exact`` is the one-
 
 @dataclasses.dataclass(frozen=True)
 class LdsConfig:
-    """Sizes of the convex problem and the seeds (validated: positive integers, ``num_subsets >= 2``,
-    ``n_train >= 4``, at least 2 distinct seeds, ``l2 > 0``)."""
+    """Sizes of the convex problem and the seeds (validated: positive integers, ``vocab >= 2``,
+    ``num_subsets >= 2``, ``n_train >= 4``, at least 2 distinct seeds, ``l2 > 0``)."""
 
     vocab: int = 12
     seq_len: int = 8
@@ -106,7 +107,8 @@ class LdsConfig:
     seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
 
     def __post_init__(self) -> None:
-        for f in ("vocab", "n_query", "newton_steps", "chunk_size"):
+        check_range("vocab", self.vocab, ge=2, integer=True)
+        for f in ("n_query", "newton_steps", "chunk_size"):
             check_range(f, getattr(self, f), ge=1, integer=True)
         check_range("seq_len", self.seq_len, ge=2, integer=True)
         check_range("d_model", self.d_model, ge=2, integer=True)
@@ -147,99 +149,23 @@ def influence_config(cfg: LdsConfig, num_label_samples: int = 1) -> InfluenceCon
     )
 
 
-class ConvexProblem(NamedTuple):
-    """One seed's problem: ``model`` (the full-data head loaded, float32), ``tokens [N, T]`` and ``queries [Q, T]``
-    (int32), ``masks [M, N]`` (bool), ``actual [M, Q]`` (float64 query losses after retraining on each subset),
-    ``exact [Q, N]`` (dense float64 influence, damping ``l2 / N`` on the mean GGN, i.e. ``N grad f^T H^-1 grad
-    L``), ``grad_max`` (max abs gradient of the objective at the full-data optimum: Newton converged) and
-    ``retrain_s`` (seconds for the vmapped retraining, compile included)."""
-
-    model: Llama
-    tokens: np.ndarray
-    queries: np.ndarray
-    masks: np.ndarray
-    actual: np.ndarray
-    exact: np.ndarray
-    grad_max: float
-    retrain_s: float
-
-
-def build_problem(cfg: LdsConfig, seed: int) -> ConvexProblem:
-    """The convex problem of ``seed`` (module docstring), retrained on the full set and every subset."""
-    check_range("seed", seed, ge=0, integer=True)
-    v, t, d, n, q = cfg.vocab, cfg.seq_len, cfg.d_model, cfg.n_train, cfg.n_query
-    model = Llama(
-        LlamaConfig(vocab_size=v, max_seq_len=t, d_model=d, n_layers=1, n_heads=2, n_kv_heads=2, d_ff=2 * d),
-        rngs=nnx.Rngs(seed),
-    )
-    tokens = jax.random.randint(jax.random.key(seed + 1), (n + q, t), 0, v)
-    shifted = (jnp.roll(tokens, 1, axis=1) + 1) % v  # a learnable signal: next token = current + 1, often
-    keep = jax.random.bernoulli(jax.random.key(seed + 2), 0.6, tokens.shape)
-    tokens = jnp.where(keep, shifted, tokens).at[:, 0].set(tokens[:, 0]).astype(jnp.int32)
-    hidden = np.asarray(model.forward(tokens).hidden, np.float64)  # [N + Q, T, D], frozen features
-    targets = np.concatenate([tokens[:, 1:], tokens[:, :1]], axis=1)
-    pair_w = np.ones((n + q, t))
-    pair_w[:, -1] = 0.0  # the last position predicts nothing
-    masks = subset_masks(jax.random.key(seed + 10), cfg.num_subsets, n)
-    train_rows, query_rows = np.arange(n), np.arange(n, n + q)
-    with jax.enable_x64():
-
-        def doc_losses(x, rows):
-            """Summed next-token NLL per document ``[len(rows)]`` under the head ``x`` (flat ``[D V]``)."""
-            logp = jax.nn.log_softmax(jnp.einsum("ntd,dv->ntv", hidden[rows], x.reshape(d, v)), -1)
-            nll = -jnp.take_along_axis(logp, targets[rows][..., None], -1)[..., 0]
-            return jnp.sum(nll * pair_w[rows], axis=1)
-
-        def objective(x, example_w):
-            return jnp.sum(doc_losses(x, train_rows) * example_w) + 0.5 * cfg.l2 * jnp.sum(x * x)
-
-        def hessian(x, example_w):
-            """Softmax regression's Hessian in closed form, ``sum_k c_k (h_k h_k^T) kron (diag p_k - p_k p_k^T)
-            + l2 I`` over tokens ``k`` with weights ``c_k`` (one matmul instead of ``D V`` passes of
-            ``jax.hessian``; checked against ``jax.hessian`` at the optimum below)."""
-            hk = hidden[train_rows].reshape(-1, d)
-            ck = (pair_w[train_rows] * example_w[:, None]).reshape(-1)
-            p = jax.nn.softmax(hk @ x.reshape(d, v), -1)
-            diag = jnp.einsum("k,kd,ke,kv,vu->dveu", ck, hk, hk, p, jnp.eye(v)).reshape(d * v, d * v)
-            u = (hk[:, :, None] * p[:, None, :]).reshape(-1, d * v)
-            return diag - (u * ck[:, None]).T @ u + cfg.l2 * jnp.eye(d * v)
-
-        def train_fn(example_w, key):
-            # the same init (zero, from ``key``) and the same Newton steps for every subset
-            x0 = 0.0 * jax.random.normal(key, (d * v,), jnp.float64)
-
-            def step(x, _):
-                return x - jnp.linalg.solve(hessian(x, example_w), jax.grad(objective)(x, example_w)), None
-
-            x = jax.lax.scan(step, x0, None, length=cfg.newton_steps)[0]
-            return doc_losses(x, query_rows), x
-
-        @jax.jit
-        def exact_influence(x_star):
-            g_train = jax.jacrev(doc_losses)(x_star, train_rows)  # [N, D V]
-            g_query = jax.jacrev(doc_losses)(x_star, query_rows)  # [Q, D V]
-            hess = jax.hessian(objective)(x_star, jnp.ones(n))
-            grad = jax.grad(objective)(x_star, jnp.ones(n))
-            hess_err = jnp.max(jnp.abs(hess - hessian(x_star, jnp.ones(n))))
-            return n * g_query @ jnp.linalg.solve(hess, g_train.T), jnp.max(jnp.abs(grad)), hess_err
-
-        t0 = time.perf_counter()
-        all_masks = jnp.concatenate([jnp.ones((1, n), bool), masks])
-        losses, params = retrain_subsets(train_fn, all_masks, jax.random.key(0), dtype=jnp.float64)
-        losses = np.asarray(losses)
-        retrain_s = time.perf_counter() - t0
-        x_star = params[0]
-        exact, grad_max, hess_err = (np.asarray(a) for a in exact_influence(x_star))
-    if not hess_err < 1e-8:
-        raise RuntimeError(f"closed-form Hessian differs from jax.hessian by {hess_err:.3g}")
-    model.lm_head.kernel[...] = jnp.asarray(np.asarray(x_star).reshape(d, v), jnp.float32)
-    tokens = np.asarray(tokens)
-    return ConvexProblem(
-        model, tokens[:n], tokens[n:], np.asarray(masks), losses[1:], exact, float(grad_max), retrain_s
+def build_problem(cfg: LdsConfig, seed: int) -> ConvexHeadProblem:
+    """The convex problem of ``seed`` at ``cfg``'s sizes: :func:`~jaxsafety.influence.convex_head_problem`
+    (its ``exact`` is ``N grad f^T H^-1 grad L``, the scale of ours and kronfluence with damping ``l2 / N``)."""
+    return convex_head_problem(
+        seed,
+        vocab=cfg.vocab,
+        seq_len=cfg.seq_len,
+        d_model=cfg.d_model,
+        n_train=cfg.n_train,
+        n_query=cfg.n_query,
+        num_subsets=cfg.num_subsets,
+        l2=cfg.l2,
+        newton_steps=cfg.newton_steps,
     )
 
 
-def export_problem(problem: ConvexProblem, model_dir: str | os.PathLike) -> Path:
+def export_problem(problem: ConvexHeadProblem, model_dir: str | os.PathLike) -> Path:
     """Write the full-data model as a HF ``LlamaForCausalLM`` (:func:`to_hf`) plus ``tokens.npy`` / ``queries.npy``
     (int32) to ``model_dir``: the peer's inputs."""
     model_dir = to_hf(problem.model, model_dir)
@@ -248,7 +174,9 @@ def export_problem(problem: ConvexProblem, model_dir: str | os.PathLike) -> Path
     return model_dir
 
 
-def ours_scores(problem: ConvexProblem, config: InfluenceConfig, key: jax.Array) -> tuple[np.ndarray, float]:
+def ours_scores(
+    problem: ConvexHeadProblem, config: InfluenceConfig, key: jax.Array
+) -> tuple[np.ndarray, float]:
     """Our EK-FAC scores ``[Q, N]`` and the seconds for ``fit_factors`` + ``pairwise_scores``."""
     t0 = time.perf_counter()
     train = {"tokens": problem.tokens}

@@ -16,7 +16,9 @@ per_token = token_influence(model, factors, queries, {"tokens": train_tokens[:1]
 - :mod:`~jaxsafety.influence.storage`: :func:`save_factors` / :func:`load_factors`, :func:`save_scores` /
   :func:`load_scores` (safetensors, atomic).
 - :mod:`~jaxsafety.influence.lds`: the linear datamodeling score (:func:`subset_masks`, :func:`retrain_subsets`
-  vmapped over subsets, :func:`predicted_losses`, :func:`lds`).
+  vmapped over subsets, :func:`predicted_losses`, :func:`lds`) and its exact ground truth
+  :func:`convex_head_problem` (:class:`ConvexHeadProblem`: a convex LM-head problem retrained exactly on every
+  subset, with the dense influence).
 """
 
 from jaxsafety.influence.factors import (
@@ -30,16 +32,26 @@ from jaxsafety.influence.factors import (
     precondition,
     sampled_next_token_loss,
 )
-from jaxsafety.influence.lds import lds, predicted_losses, retrain_subsets, spearman, subset_masks
+from jaxsafety.influence.lds import (
+    ConvexHeadProblem,
+    convex_head_problem,
+    lds,
+    predicted_losses,
+    retrain_subsets,
+    spearman,
+    subset_masks,
+)
 from jaxsafety.influence.scores import QueryGradients, pairwise_scores, query_gradients, token_influence
 from jaxsafety.influence.storage import load_factors, load_scores, save_factors, save_scores
 
 __all__ = [
     "STRATEGIES",
+    "ConvexHeadProblem",
     "Factors",
     "InfluenceConfig",
     "LayerFactors",
     "QueryGradients",
+    "convex_head_problem",
     "fit_factors",
     "lds",
     "load_factors",

@@ -110,6 +110,7 @@ def test_ground_truth_and_exact_influence_match_torch_and_scipy(problem_dir):
     assert problem.masks.shape == (m, n) and problem.masks.sum(1).tolist() == [n // 2] * m
     assert problem.actual.shape == (m, q) and problem.exact.shape == (q, n)
     assert problem.grad_max < 1e-9  # Newton converged on the full set
+    assert problem.hess_err < 1e-9  # the closed-form Hessian Newton used is jax.hessian's
     ref = torch_reference(model_dir, cfg.damping)
     # float32 weights and hidden states on both sides (jax vs torch forward): measured max deviation 1.5e-7 of
     # the largest score (seeds 0, 1); 1e-3 leaves a wide margin, while a wrong damping scale (x N: measured
@@ -121,6 +122,8 @@ def test_ground_truth_and_exact_influence_match_torch_and_scipy(problem_dir):
     for j in (0, 1):
         want = lbfgs_query_losses(ref, problem.masks[j], cfg.l2)
         np.testing.assert_allclose(problem.actual[j], want, rtol=1e-4)
+    want = lbfgs_query_losses(ref, np.ones(n, bool), cfg.l2)  # the full-data optimum W*, same tolerance
+    np.testing.assert_allclose(problem.full_losses, want, rtol=1e-4)
 
 
 def test_peer_llama_mode_tracks_named_linear_modules(problem_dir, tmp_path):

@@ -1,9 +1,11 @@
 """Linear datamodeling score (Park et al. 2023): ``lds`` vs scipy's Spearman in a loop, ``retrain_subsets`` vs a
 loop of single retrainings, and the LDS of influence scores on a convex model where retraining is exact.
 
-The convex task is test_loo.py's: softmax regression of the next token on a frozen zoo Llama's final hidden states
-(only the untied LM head ``W [D, V]`` trains, L2 penalty ``L2``), so the optimum of every subset's objective is
-unique and Newton's method (float64, from zero) reaches it to machine precision: the retrained query losses are a
+The convex task is the library's :func:`~jaxsafety.influence.convex_head_problem` (shared with
+``benchmarks/influence_lds.py``, whose tests check its retraining against scipy's L-BFGS and its exact influence
+against torch autograd): softmax regression of the next token on a frozen zoo Llama's final hidden states (only
+the untied LM head ``W [D, V]`` trains, L2 penalty ``L2``), so the optimum of every subset's objective is unique
+and Newton's method (float64, from zero) reaches it to machine precision: the retrained query losses are a
 deterministic function of the subset. Influence with damping ``L2 / N`` on the mean Fisher is the exact
 ``H^-1`` influence of eq. 7 up to the ``1/N`` scale, which the rank correlation ignores.
 """
@@ -14,13 +16,21 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax import nnx
 from scipy.stats import spearmanr
 
 from jaxsafety.config import ConfigError
-from jaxsafety.influence import InfluenceConfig, fit_factors, pairwise_scores
-from jaxsafety.influence.lds import lds, predicted_losses, retrain_subsets, spearman, subset_masks
-from jaxsafety.models import Llama, LlamaConfig
+from jaxsafety.influence import (
+    ConvexHeadProblem,
+    InfluenceConfig,
+    convex_head_problem,
+    fit_factors,
+    lds,
+    pairwise_scores,
+    predicted_losses,
+    retrain_subsets,
+    spearman,
+    subset_masks,
+)
 
 V, T, D, Q, L2 = 12, 8, 8, 16, 1.0
 
@@ -70,6 +80,14 @@ def test_bad_input_raises_before_compute():
         lds(np.zeros((2, 3)), np.zeros((4, 3)), np.zeros((2, 4)))
     with pytest.raises(ConfigError, match="masks"):
         retrain_subsets(lambda w, k: w, np.zeros(3), jax.random.key(0))
+    with pytest.raises(ConfigError, match=r"d_model=7 is invalid: accepted values are even numbers"):
+        convex_head_problem(0, d_model=7)
+    with pytest.raises(ConfigError, match=r"n_train=3 is invalid: accepted values are integers >= 4"):
+        convex_head_problem(0, n_train=3)
+    with pytest.raises(ConfigError, match=r"l2=0\.0 is invalid"):
+        convex_head_problem(0, l2=0.0)
+    with pytest.raises(ConfigError, match=r"seed=-1 is invalid"):
+        convex_head_problem(-1)
 
 
 def test_retrain_subsets_equals_a_loop_of_weighted_least_squares():
@@ -95,88 +113,22 @@ def test_retrain_subsets_equals_a_loop_of_weighted_least_squares():
         np.testing.assert_allclose(got[j], want, atol=1e-4)
 
 
-def _convex_problem(seed: int, n: int, m: int):
-    """Hidden states of a random tiny Llama, a shifted-token target, subset masks, and the float64 retraining of
-    the LM head on every subset (plus the full set, row 0). Returns (model with W* loaded, tokens, masks, actual
-    query losses [m, Q], exact influence [Q, n])."""
-    model = Llama(
-        LlamaConfig(vocab_size=V, max_seq_len=T, d_model=D, n_layers=1, n_heads=2, n_kv_heads=2, d_ff=16),
-        rngs=nnx.Rngs(seed),
-    )
-    tokens = jax.random.randint(jax.random.key(seed + 1), (n + Q, T), 0, V)
-    shifted = (jnp.roll(tokens, 1, axis=1) + 1) % V  # a learnable signal: next token = current + 1, often
-    keep = jax.random.bernoulli(jax.random.key(seed + 2), 0.6, tokens.shape)
-    tokens = jnp.where(keep, shifted, tokens).at[:, 0].set(tokens[:, 0])
-    hidden = model.forward(tokens).hidden
-    targets = jnp.concatenate([tokens[:, 1:], tokens[:, :1]], axis=1)
-    pair_w = jnp.ones((n + Q, T)).at[:, -1].set(0.0)
-    masks = subset_masks(jax.random.key(seed + 10), m, n)
-    with jax.enable_x64():
-        h, pw = np.asarray(hidden, np.float64), np.asarray(pair_w, np.float64)
-
-        def doc_losses(x, rows):
-            logp = jax.nn.log_softmax(jnp.einsum("ntd,dv->ntv", h[rows], x.reshape(D, V)), -1)
-            nll = -jnp.take_along_axis(logp, targets[rows][..., None], -1)[..., 0]
-            return jnp.sum(nll * pw[rows], axis=1)
-
-        train_rows, query_rows = np.arange(n), np.arange(n, n + Q)
-
-        def objective(x, example_w):
-            return jnp.sum(doc_losses(x, train_rows) * example_w) + 0.5 * L2 * jnp.sum(x * x)
-
-        def hessian(x, example_w):
-            """Closed form of softmax regression's Hessian (one matmul, vs 96 passes of jax.hessian):
-            sum_k c_k (h_k h_k^T) kron (diag p_k - p_k p_k^T) + L2 I over tokens k, weights c_k."""
-            hk, ck = h[train_rows].reshape(-1, D), (pw[train_rows] * example_w[:, None]).reshape(-1)
-            p = jax.nn.softmax(hk @ x.reshape(D, V), -1)
-            diag = jnp.einsum("k,kd,ke,kv,vu->dveu", ck, hk, hk, p, jnp.eye(V)).reshape(D * V, D * V)
-            u = (hk[:, :, None] * p[:, None, :]).reshape(-1, D * V)
-            return diag - (u * ck[:, None]).T @ u + L2 * jnp.eye(D * V)
-
-        def train_fn(example_w, key):
-            # the same init (zero, from ``key``) and the same 10 Newton steps for every subset
-            x0 = 0.0 * jax.random.normal(key, (D * V,), jnp.float64)
-
-            def step(x, _):
-                return x - jnp.linalg.solve(hessian(x, example_w), jax.grad(objective)(x, example_w)), None
-
-            x = jax.lax.scan(step, x0, None, length=10)[0]
-            return doc_losses(x, query_rows), x
-
-        @jax.jit
-        def exact_influence(x_star):
-            g_train = jax.jacrev(doc_losses)(x_star, train_rows)  # [n, D V]
-            g_query = jax.jacrev(doc_losses)(x_star, query_rows)  # [Q, D V]
-            hess = jax.hessian(objective)(x_star, jnp.ones(n))
-            # [Q, n], positive = lowers the query loss; and the full-data gradient (Newton converged?)
-            grad = jax.grad(objective)(x_star, jnp.ones(n))
-            return g_query @ jnp.linalg.solve(hess, g_train.T), grad, hess - hessian(x_star, jnp.ones(n))
-
-        all_masks = jnp.concatenate([jnp.ones((1, n), bool), masks])
-        losses, params = retrain_subsets(train_fn, all_masks, jax.random.key(0), dtype=jnp.float64)
-        x_star = params[0]
-        exact, grad, hess_err = exact_influence(x_star)
-        assert np.abs(np.asarray(grad)).max() < 1e-9  # Newton converged
-        assert np.abs(np.asarray(hess_err)).max() < 1e-9  # the closed form is jax.hessian
-    model.lm_head.kernel[...] = jnp.asarray(x_star.reshape(D, V), jnp.float32)
-    return model, tokens, masks, np.asarray(losses[1:]), exact
-
-
-def _strategy_lds(problem, strategy: str, key: int) -> float:
-    model, tokens, masks, actual, _ = problem
-    n = masks.shape[1]
+def _strategy_lds(problem: ConvexHeadProblem, strategy: str, key: int) -> float:
+    n = problem.masks.shape[1]
     cfg = InfluenceConfig(
         layers=("lm_head",), strategy=strategy, damping=L2 / n, num_label_samples=32, chunk_size=n
     )
-    train = {"tokens": tokens[:n]}
-    factors = fit_factors(model, train, cfg, jax.random.key(key))
-    scores = pairwise_scores(model, factors, {"tokens": tokens[n:]}, train, cfg)
-    return float(np.mean(np.asarray(lds(scores, masks, actual))))
+    train = {"tokens": problem.tokens}
+    factors = fit_factors(problem.model, train, cfg, jax.random.key(key))
+    scores = pairwise_scores(problem.model, factors, {"tokens": problem.queries}, train, cfg)
+    return float(np.mean(np.asarray(lds(scores, problem.masks, problem.actual))))
 
 
 @pytest.fixture(scope="module")
-def convex_problem():
-    return _convex_problem(seed=0, n=256, m=48)
+def convex_problem() -> ConvexHeadProblem:
+    return convex_head_problem(
+        0, vocab=V, seq_len=T, d_model=D, n_train=256, n_query=Q, num_subsets=48, l2=L2, newton_steps=10
+    )
 
 
 @pytest.mark.slow  # the fixture's 49 float64 retrainings take 17-21 s on the busy 2-core CPU
@@ -184,8 +136,10 @@ def test_exact_influence_has_high_lds_on_convex_model(convex_problem):
     """Measured mean LDS of the exact (dense float64 Hessian) influence, n=256, M=48, problem seeds 0/1/3/4:
     0.983 / 0.982 / 0.985 / 0.982 (seed 2 is a degenerate draw, query losses in the thousands, where even the
     exact first-order prediction reaches only 0.571; it is not used). Threshold 0.9 on seed 0: margin 0.08."""
-    _, _, masks, actual, exact = convex_problem
-    per_query = np.asarray(lds(exact, masks, actual))
+    assert convex_problem.grad_max < 1e-9  # Newton converged on the full set
+    assert convex_problem.hess_err < 1e-9  # the closed-form Hessian Newton used is jax.hessian's
+    # ``exact`` is N times eq. 7's H^-1 influence; the rank correlation ignores the scale
+    per_query = np.asarray(lds(convex_problem.exact, convex_problem.masks, convex_problem.actual))
     print(f"exact-Hessian LDS {per_query.mean():.3f} (min over queries {per_query.min():.3f})")
     assert per_query.mean() > 0.9, per_query
 
