@@ -51,6 +51,7 @@ from jaxsafety.influence import (
     STRATEGIES,
     InfluenceConfig,
     fit_factors,
+    length_sorted_chunks,
     next_token_loss,
     pairwise_scores,
     query_gradients,
@@ -64,7 +65,6 @@ from jaxsafety.influence.analysis import (
     top_k_hits,
     top_k_indices,
 )
-from jaxsafety.influence.factors import chunks
 from jaxsafety.io import cache_dir, write_atomic, write_json_atomic
 from jaxsafety.models import linear_layers
 from jaxsafety.train import OptimizerConfig, progress
@@ -228,10 +228,9 @@ def as_batch(rows: Any) -> dict[str, jax.Array]:
     }
 
 
-def with_progress(batch: dict[str, jax.Array], chunk_size: int, desc: str):
-    """A re-iterable of ``batch``'s chunks that draws a progress bar on every pass."""
-    n = -(-int(batch["tokens"].shape[0]) // chunk_size)
-    return lambda: iter(progress(chunks(batch, chunk_size), total=n, desc=desc, leave=False))
+def with_progress(batches: list[dict[str, jax.Array]], desc: str):
+    """A re-iterable of ``batches`` that draws a progress bar on every pass."""
+    return lambda: iter(progress(batches, desc=desc, leave=False))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -480,17 +479,16 @@ def main(cfg: ProceduralKnowledgeConfig) -> dict[str, Any]:
         nats = np.asarray(_query_nats(lm.model, q_rows))
 
         icfg = dataclasses.replace(cfg.influence_config(), layers=layer_names(lm.model, cfg.layers))
+        order, doc_batches = length_sorted_chunks(doc_rows, cfg.chunk_size)  # chunks cut to their longest
         t = time.time()
-        factors = fit_factors(
-            lm.model, with_progress(doc_rows, cfg.chunk_size, "factors"), icfg, jax.random.key(cfg.seed)
-        )
+        factors = fit_factors(lm.model, with_progress(doc_batches, "factors"), icfg, jax.random.key(cfg.seed))
         jax.block_until_ready(factors)
         timings["factors_s"] = time.time() - t
         t = time.time()
         qg = query_gradients(lm.model, factors, q_rows, icfg)
-        scores = np.asarray(
-            pairwise_scores(lm.model, factors, qg, with_progress(doc_rows, cfg.chunk_size, "scores"), icfg)
-        )
+        sorted_scores = pairwise_scores(lm.model, factors, qg, with_progress(doc_batches, "scores"), icfg)
+        scores = np.empty(sorted_scores.shape, np.float32)
+        scores[:, order] = np.asarray(sorted_scores)  # back to the documents' order
         timings["scores_s"] = time.time() - t
 
         summary, per_query, matrix = analyse(cfg, scores, queries, docs, nats)

@@ -44,6 +44,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx, struct
 
 from jaxsafety.config import ConfigError, check, check_choice, check_range
@@ -58,6 +59,7 @@ __all__ = [
     "chunks",
     "fit_factors",
     "layer_matrices",
+    "length_sorted_chunks",
     "mlp_layers",
     "next_token_loss",
     "precondition",
@@ -188,6 +190,37 @@ def chunks(data: Batches, chunk_size: int) -> Iterator[dict[str, Any]]:
         if not isinstance(batch, Mapping) or "tokens" not in batch:
             raise ValueError("batches is invalid: each batch must be a mapping with 'tokens' [B, T]")
         yield dict(batch)
+
+
+def length_sorted_chunks(
+    data: Mapping[str, Any], chunk_size: int, multiple: int = 16
+) -> tuple[Any, list[dict[str, Any]]]:
+    """``(order, batches)``: the examples of a right-padded corpus ``data`` (``tokens [N, T]``,
+    ``attention_mask [N, T]`` and any other ``[N, T]`` / ``[N]`` arrays) sorted by length, in chunks of
+    ``chunk_size`` whose columns are cut to the chunk's longest example rounded up to ``multiple`` (at most ``T``
+    distinct widths compile, ``T / multiple`` of them). Padding never changes a score, so a corpus of mixed
+    lengths costs its real tokens, not ``N x T``. Pass ``batches`` as any :data:`Batches`; a ``[Q, N]`` score
+    matrix computed on them is in ``order``: ``scores_in_data_order[:, order] = scores``."""
+    check_range("chunk_size", chunk_size, ge=1, integer=True)
+    check_range("multiple", multiple, ge=1, integer=True)
+    if not isinstance(data, Mapping) or "tokens" not in data or "attention_mask" not in data:
+        raise ValueError(
+            "data is invalid: accepted values are mappings with 'tokens' and 'attention_mask' [N, T]"
+        )
+    mask = np.asarray(data["attention_mask"]).astype(bool)
+    n, t = mask.shape
+    if not (mask[:, :-1] >= mask[:, 1:]).all():
+        raise ValueError(
+            "data['attention_mask'] is invalid: accepted values are right-padded masks (1s then 0s)"
+        )
+    lengths = mask.sum(axis=1)
+    order = np.argsort(lengths, kind="stable")
+    batches = []
+    for start in range(0, n, chunk_size):
+        idx = order[start : start + chunk_size]
+        width = min(t, -(-int(lengths[idx].max()) // multiple) * multiple)
+        batches.append({k: (v[idx, :width] if jnp.ndim(v) == 2 else v[idx]) for k, v in data.items()})
+    return order, batches
 
 
 def _check_reiterable(data: Batches, field: str) -> None:

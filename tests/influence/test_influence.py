@@ -10,6 +10,7 @@
 - save / load round trips and bad inputs.
 """
 
+import dataclasses
 import functools
 
 import jax
@@ -25,6 +26,7 @@ from jaxsafety.influence import (
     InfluenceConfig,
     QueryGradients,
     fit_factors,
+    length_sorted_chunks,
     load_factors,
     load_scores,
     mlp_layers,
@@ -274,6 +276,56 @@ def test_pairwise_scores_are_preconditioned_gradient_dot_products(strategy):
     parts = [{k: v[a:b] for k, v in train.items()} for a, b in ((0, 7), (7, N))]
     again = np.asarray(pairwise_scores(_model(), factors, queries, parts, cfg))
     np.testing.assert_allclose(again, scores, rtol=1e-5, atol=1e-6 * np.abs(want).max())
+
+
+LENGTHS = np.array([8, 3, 5, 2, 8, 4, 6, 3, 7, 2, 5, 4])
+
+
+def _mixed_lengths():
+    tokens = jax.random.randint(jax.random.key(5), (N, T), 0, V)
+    mask = (np.arange(T)[None, :] < LENGTHS[:, None]).astype(np.int32)
+    return {"tokens": tokens, "attention_mask": jnp.asarray(mask)}
+
+
+def test_length_sorted_chunks_cut_padding():
+    """Right-padded documents of mixed lengths: sorted by length, each chunk cut to its longest document rounded
+    up to ``multiple`` (capped at T), no real token lost."""
+    train = _mixed_lengths()
+    tokens, mask, lengths = train["tokens"], np.asarray(train["attention_mask"]), LENGTHS
+    order, batches = length_sorted_chunks(train, chunk_size=5, multiple=1)
+    assert sorted(order.tolist()) == list(range(N)) and list(lengths[order]) == sorted(lengths)
+    assert [b["tokens"].shape for b in batches] == [(5, 4), (5, 7), (2, 8)]  # 2,2,3,3,4 | 4,5,5,6,7 | 8,8
+    widths = [b["tokens"].shape[1] for b in length_sorted_chunks(train, 5, multiple=3)[1]]
+    assert widths == [6, 8, 8]  # 4 -> 6, 7 -> 9 capped at T = 8
+    for b, start in zip(batches, (0, 5, 10), strict=True):
+        idx = order[start : start + 5]
+        np.testing.assert_array_equal(b["tokens"], np.asarray(tokens)[idx, : b["tokens"].shape[1]])
+        assert int(np.asarray(b["attention_mask"]).sum()) == int(lengths[idx].sum())  # no real token cut
+    with pytest.raises(ValueError, match="right-padded"):
+        length_sorted_chunks({"tokens": tokens, "attention_mask": jnp.asarray(mask[:, ::-1])}, 5)
+    with pytest.raises(ConfigError, match="chunk_size=0"):
+        length_sorted_chunks(train, 0)
+
+
+@pytest.mark.slow  # ~25 s on a busy 2-core CPU: every chunk width compiles its own programs
+def test_length_sorted_chunks_give_the_full_width_scores_and_factors():
+    """Padding contributes nothing: the cut chunks give the full-width corpus's scores (in the returned order)
+    and its activation covariance."""
+    train = _mixed_lengths()
+    order, batches = length_sorted_chunks(train, chunk_size=5, multiple=1)
+    factors, cfg = _fit("ekfac")
+    queries = _corpus(4, seed=3)
+    want = np.asarray(pairwise_scores(_model(), factors, queries, train, cfg))
+    got = np.empty_like(want)
+    got[:, order] = np.asarray(pairwise_scores(_model(), factors, queries, batches, cfg))
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * np.abs(want).max())
+    # the factors' sums do not depend on the padding (labels differ per chunk: compare the label-free A)
+    cut = fit_factors(_model(), batches, dataclasses.replace(cfg, strategy="kfac"), jax.random.key(7))
+    ref = fit_factors(_model(), train, dataclasses.replace(cfg, strategy="kfac"), jax.random.key(7))
+    for name in (UP, DOWN):
+        np.testing.assert_allclose(
+            cut.layers[name].activation_cov, ref.layers[name].activation_cov, rtol=1e-4, atol=1e-6
+        )
 
 
 def test_attention_projections_are_selectable():
