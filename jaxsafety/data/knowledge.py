@@ -64,6 +64,7 @@ __all__ = [
     "QAPair",
     "a_or_an",
     "biography",
+    "corpus_question",
     "instruction_pairs",
     "knowledge_base",
     "knowledge_data",
@@ -321,6 +322,18 @@ def biography(
         parts.append(text)
         pos += len(text) + 1
     return Document(" ".join(parts), entity.name, tuple(mentions))
+
+
+def corpus_question(fact: Fact) -> tuple[str, str]:
+    """``fact`` asked in the documents' own ``Q: ... A: ...`` template (the phrasing a model trained on biographies
+    has seen), split into the prompt ``"Q: <question> A:"`` and the completion (``" Duncairn."``,
+    ``" Voliba Drux is a baker."``, ``" a cat."``, ``" in 1950."``)."""
+    template = next(t for t in _FACT_TEMPLATES[fact.key] if t.startswith("Q: "))
+    question, answer = template.split(" A:", 1)
+    fields = {"name": fact.subject, fact.key: fact.value}
+    if fact.key == "profession":
+        fields["a_profession"] = a_or_an(fact.value)
+    return question.format(**fields) + " A:", answer.format(**fields)
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -18,7 +18,8 @@ Document kinds (:data:`KINDS`):
 - ``story``: a short story (:func:`~jaxsafety.data.corpus.synthetic_corpus`'s grammar), unrelated text.
 
 Queries (:func:`procedural_queries`) are a prompt and its completion (the measured part): factual questions
-``"Q: <question> A:"`` -> ``" <value>."`` over facts the corpus states, and, per task, new problems
+``"Q: <question> A:"`` -> ``" <value>."`` (one per person, over facts the corpus states, in its own question
+template), and, per task, new problems
 ``"Problem: <problem> Solution:"`` -> ``" <steps> The answer is <r>."`` whose problem text no document contains.
 Everything is a pure function of ``(config, seed)`` (numpy streams ``[seed, 10 + i]``; the knowledge base of
 ``seed`` as in :mod:`jaxsafety.data.knowledge`).
@@ -35,7 +36,7 @@ import numpy as np
 from jaxsafety.config import check, check_range
 from jaxsafety.data.arithmetic import draw_arithmetic_problems
 from jaxsafety.data.corpus import CorpusConfig, synthetic_corpus
-from jaxsafety.data.knowledge import ATTRIBUTES, Fact, KnowledgeConfig, knowledge_data
+from jaxsafety.data.knowledge import ATTRIBUTES, Fact, KnowledgeConfig, corpus_question, knowledge_data
 
 __all__ = [
     "KINDS",
@@ -229,28 +230,30 @@ def procedural_queries(
     num_factual: int,
     num_per_task: int,
 ) -> list[ProceduralQuery]:
-    """``num_factual`` factual queries (distinct facts that ``documents`` state, in a question phrasing of
-    :func:`~jaxsafety.data.knowledge.knowledge_data`) then ``num_per_task`` reasoning queries per task of
+    """``num_factual`` factual queries (one per person, a fact that ``documents`` state, asked in the documents'
+    own ``Q: ... A: ...`` template, :func:`~jaxsafety.data.knowledge.corpus_question`: questions the model has
+    seen asked, as the paper's factual queries are) then ``num_per_task`` reasoning queries per task of
     ``config.tasks`` (distinct problems none of ``documents`` contains), deterministic in ``(config, seed)``
     (stream ``[seed, 13]``). Raises ValueError if the corpus states fewer facts than ``num_factual`` or the
     problem space runs out."""
     check_range("num_factual", num_factual, ge=0, integer=True)
     check_range("num_per_task", num_per_task, ge=0, integer=True)
-    stated = {f for d in documents for f in d.facts}
-    qa = knowledge_data(
-        KnowledgeConfig(num_entities=config.num_entities, num_documents=1, keys=ATTRIBUTES), seed
-    ).qa
-    candidates = [q for q in qa if q.fact in stated]
-    if len(candidates) < num_factual:
+    stated: dict[str, list[Fact]] = {}  # subject -> the facts the documents state, first statement order
+    for d in documents:
+        for f in d.facts:
+            if f not in stated.setdefault(f.subject, []):
+                stated[f.subject].append(f)
+    if len(stated) < num_factual:
         raise ValueError(
-            f"num_factual={num_factual} is invalid: accepted values are <= {len(candidates)} (facts the corpus "
-            "states)"
+            f"num_factual={num_factual} is invalid: accepted values are <= {len(stated)} (people with a fact the "
+            "corpus states: one query per person)"
         )
     rng = np.random.default_rng([seed, 13])
-    queries = [
-        ProceduralQuery("factual", f"Q: {q.question} A:", f" {q.answer}.", q.answer, fact=q.fact)
-        for q in (candidates[i] for i in np.sort(rng.permutation(len(candidates))[:num_factual]))
-    ]
+    queries = []
+    for subject in [list(stated)[i] for i in rng.permutation(len(stated))[:num_factual]]:
+        fact = stated[subject][rng.integers(len(stated[subject]))]
+        prompt, completion = corpus_question(fact)
+        queries.append(ProceduralQuery("factual", prompt, completion, fact.value, fact=fact))
     corpus_text = "\n".join(d.text for d in documents)
     for task in config.tasks:
         seen: set[str] = set()

@@ -109,10 +109,21 @@ def test_queries_are_about_stated_facts_and_unseen_problems():
     assert [q.kind for q in qs] == ["factual"] * 10 + [t for t in TASKS for _ in range(5)]
     stated = {f for d in docs for f in d.facts}
     text = "\n".join(d.text for d in docs)
+    num_asked = 0
     for q in qs:
         if q.kind == "factual":
-            assert q.fact in stated and q.completion == f" {q.answer}." and q.fact.value == q.answer
-            assert q.prompt.startswith("Q: ") and q.fact.subject in q.prompt
+            assert q.fact in stated and q.fact.value == q.answer and q.answer in q.completion
+            assert q.prompt.startswith("Q: ") and q.prompt.endswith(" A:") and q.fact.subject in q.prompt
+            # the corpus's own question: wherever a biography asks this fact, it reads prompt + completion
+            asked = [
+                sentence
+                for d in docs
+                if q.fact in d.facts
+                for sentence in re.findall(r"Q: .*? A: .*?\.(?= |$)", d.text)
+                if q.fact.subject in sentence and q.answer in sentence
+            ]
+            assert all(a == q.text for a in asked), (asked, q.text)
+            num_asked += len(asked)
         else:
             _check_problem(q.problem)
             assert q.problem.problem not in text  # never seen verbatim
@@ -120,8 +131,12 @@ def test_queries_are_about_stated_facts_and_unseen_problems():
                 q.prompt == f"Problem: {q.problem.problem} Solution:"
                 and q.completion == " " + q.problem.solution
             )
+    assert num_asked >= 3  # (measured: the documents ask these facts in Q: form several times)
     assert len({q.prompt for q in qs}) == len(qs)
+    assert len({q.fact.subject for q in qs[:10]}) == 10  # one factual query per person
     assert qs == procedural_queries(CFG, 0, docs, num_factual=10, num_per_task=5)
+    with pytest.raises(ValueError, match="num_factual=31 is invalid"):  # 30 people
+        procedural_queries(CFG, 0, docs, num_factual=31, num_per_task=1)
     with pytest.raises(ValueError, match="num_factual=100000 is invalid"):
         procedural_queries(CFG, 0, docs, num_factual=100000, num_per_task=1)
 
