@@ -188,16 +188,25 @@ def ours_round(
 PeerFn = Callable[[BenchConfig, Path, Path], tuple[np.ndarray, dict[str, Any]]]
 
 
+def run_peer(model_dir: Path, out_dir: Path, args: list[str]) -> tuple[np.ndarray, dict[str, Any]]:
+    """Run ``influence_kronfluence_peer.py --model-dir --out *args`` in ``.venv-kron`` (raises if the venv is
+    missing or the peer fails); its ``scores.npy`` and ``timings.json`` record."""
+    if not KRON_PYTHON.exists():
+        raise RuntimeError(f"kronfluence peer venv {KRON_PYTHON} is missing: create it with `{KRON_INSTALL}`")
+    cmd = [str(KRON_PYTHON), str(PEER_SCRIPT), f"--model-dir={model_dir}", f"--out={out_dir}", *args]
+    # the peer's own venv and thread settings: none of ours (PYTHONPATH, our one-thread OpenBLAS) leaks in
+    drop = ("PYTHONPATH", "VIRTUAL_ENV", "OPENBLAS_NUM_THREADS")
+    env = {k: v for k, v in os.environ.items() if k not in drop}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO)
+    if proc.returncode != 0:
+        raise RuntimeError(f"kronfluence peer failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+    return np.load(out_dir / "scores.npy"), json.loads((out_dir / "timings.json").read_text())
+
+
 def kronfluence_peer(bc: BenchConfig, model_dir: Path, out_dir: Path) -> tuple[np.ndarray, dict[str, Any]]:
     """Run ``influence_kronfluence_peer.py`` in ``.venv-kron`` once (one warm-up + one timed run per thread
     count of ``bc.peer_threads``); its ``scores.npy`` and ``timings.json`` (raises if the venv is missing)."""
-    if not KRON_PYTHON.exists():
-        raise RuntimeError(f"kronfluence peer venv {KRON_PYTHON} is missing: create it with `{KRON_INSTALL}`")
-    cmd = [
-        str(KRON_PYTHON),
-        str(PEER_SCRIPT),
-        f"--model-dir={model_dir}",
-        f"--out={out_dir}",
+    args = [
         f"--seed={bc.seed}",
         "--damping=heuristic",
         "--threads",
@@ -208,13 +217,7 @@ def kronfluence_peer(bc: BenchConfig, model_dir: Path, out_dir: Path) -> tuple[n
         f"--train-batch={bc.chunk_size}",
         f"--query-batch={bc.n_query}",
     ]
-    # the peer's own venv and thread settings: none of ours (PYTHONPATH, our one-thread OpenBLAS) leaks in
-    drop = ("PYTHONPATH", "VIRTUAL_ENV", "OPENBLAS_NUM_THREADS")
-    env = {k: v for k, v in os.environ.items() if k not in drop}
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO)
-    if proc.returncode != 0:
-        raise RuntimeError(f"kronfluence peer failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
-    return np.load(out_dir / "scores.npy"), json.loads((out_dir / "timings.json").read_text())
+    return run_peer(model_dir, out_dir, args)
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:

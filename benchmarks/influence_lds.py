@@ -45,10 +45,8 @@ reported per seed with :func:`benchmarks.influence_kronfluence.compare`.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import statistics
-import subprocess
 import tempfile
 import time
 from collections.abc import Callable
@@ -59,7 +57,7 @@ import jax
 import numpy as np
 
 from benchmarks.harness import cli_main
-from benchmarks.influence_kronfluence import KRON_INSTALL, KRON_PYTHON, PEER_SCRIPT, REPO, compare
+from benchmarks.influence_kronfluence import compare, run_peer
 from jaxsafety.config import check, check_range
 from jaxsafety.influence import (
     ConvexHeadProblem,
@@ -196,13 +194,7 @@ def kronfluence_scores(
     """kronfluence's EK-FAC scores of ``lm_head`` with absolute damping ``cfg.damping`` (one untimed-free run on
     one torch thread, ``torch.manual_seed(seed)``), by ``influence_kronfluence_peer.py`` in ``.venv-kron``; its
     ``scores.npy`` and ``timings.json`` record (with ``wall_s``: the subprocess, interpreter start included)."""
-    if not KRON_PYTHON.exists():
-        raise RuntimeError(f"kronfluence peer venv {KRON_PYTHON} is missing: create it with `{KRON_INSTALL}`")
-    cmd = [
-        str(KRON_PYTHON),
-        str(PEER_SCRIPT),
-        f"--model-dir={model_dir}",
-        f"--out={out_dir}",
+    args = [
         f"--seed={seed}",
         f"--damping={cfg.damping!r}",
         "--modules",
@@ -214,16 +206,10 @@ def kronfluence_scores(
         f"--train-batch={cfg.chunk_size}",
         f"--query-batch={cfg.n_query}",
     ]
-    # the peer's own venv: none of ours (PYTHONPATH, our one-thread OpenBLAS) leaks in
-    drop = ("PYTHONPATH", "VIRTUAL_ENV", "OPENBLAS_NUM_THREADS")
-    env = {k: v for k, v in os.environ.items() if k not in drop}
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO)
-    if proc.returncode != 0:
-        raise RuntimeError(f"kronfluence peer failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
-    record = json.loads((out_dir / "timings.json").read_text())
+    scores, record = run_peer(model_dir, out_dir, args)
     record["wall_s"] = time.perf_counter() - t0
-    return np.load(out_dir / "scores.npy"), record
+    return scores, record
 
 
 def _mean_sd(xs: list[float]) -> dict[str, float]:

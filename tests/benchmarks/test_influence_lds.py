@@ -212,6 +212,8 @@ def test_bad_sizes_name_the_field(field, change):
 
 
 def test_missing_peer_venv_says_how_to_create_it(monkeypatch, tmp_path):
-    monkeypatch.setattr(bench, "KRON_PYTHON", tmp_path / "nope" / "python")
+    import benchmarks.influence_kronfluence as kron  # the peer runner both influence benchmarks share
+
+    monkeypatch.setattr(kron, "KRON_PYTHON", tmp_path / "nope" / "python")
     with pytest.raises(RuntimeError, match=r"kronfluence==1\.0\.1"):
         bench.kronfluence_scores(TINY, tmp_path, tmp_path / "out", 0)
