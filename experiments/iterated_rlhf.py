@@ -27,10 +27,11 @@ PPO evaluation step / per ``n``; the mean over runs, each run's under ``<cell>/s
 ``d`` with the fits, best-of-n and RL) and ``iterations.png`` (gold-proxy gap and gold at matched KL per round, per
 cell); prints a table and the cells ranked by their final-round gap.
 
-Measured (AMD EPYC, 2 cores, loaded; README "Reward models, LM PPO and iterated RLHF" has the tables): best-of-n
-over-optimises in round 1 (8 seeds: gold +0.14 at n = 4, -0.01 at n = 32, proxy +1.63; fit R^2 0.99), RLOO's mean
-gold falls while the proxy rises (4 of 8 seeds rise first); over rounds (seeds 0 and 1) the concatenated-data
-baseline's gap falls 0.92 -> 0.57 -> 0.36 -> 0.45 while take-last diverges (4.9) and a fixed-size mix grows to 1.9.
+Measured (AMD EPYC, 2 cores, beside other runs; README "Reward models, LM PPO and iterated RLHF" has the tables):
+the full default takes 91 min. ``--overopt`` (8 seeds, 26 min): best-of-n gold +0.16 at n = 4 falls to +0.02 at
+n = 32 while the proxy climbs to 3.15 (fit R^2 1.00); the policy gradient's proxy rises to +1.18 while mean gold
+peaks at +0.01 and falls to -0.09 (R^2 0.95; 7 of 8 seeds peak). Over rounds the concatenated-data baseline's gap
+falls 1.53 -> 0.78 -> 0.48 -> 0.49 while take-last ends at 2.6 and a fixed-size mix at 1.1-2.4.
 """
 
 from __future__ import annotations
