@@ -91,6 +91,9 @@ class InfluenceConfig:
     query_rank:         keep the top-k singular directions of each layer's preconditioned query gradient
                         (Grosse et al. sec. 3.2.3); None keeps them whole
     include_bias:       treat the bias as an extra input row (input gets a trailing 1), as kronfluence does
+    tap_cache_mb:       ekfac with one label sample: keep pass 1's layer inputs and output gradients in memory, up
+                        to this many MB, so that the eigenvalue pass reuses them instead of running the model
+                        forward and backward again (chunks past the budget are recomputed); 0 turns it off
     """
 
     layers: tuple[str, ...] | None = None
@@ -101,6 +104,7 @@ class InfluenceConfig:
     chunk_size: int = 32
     query_rank: int | None = None
     include_bias: bool = False
+    tap_cache_mb: float = 512.0
 
     def __post_init__(self) -> None:
         if self.layers is not None:
@@ -120,6 +124,7 @@ class InfluenceConfig:
         if self.query_rank is not None:
             check_range("query_rank", self.query_rank, ge=1, integer=True)
         check(isinstance(self.include_bias, bool), "include_bias", self.include_bias, "True or False")
+        check_range("tap_cache_mb", self.tap_cache_mb, ge=0)
 
 
 def mlp_layers(model: CausalLM) -> tuple[str, ...]:
@@ -277,9 +282,12 @@ def _sum_over_samples(graphdef, state, batch, key, names, num_samples, include_b
     return first, total
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "names", "num_samples", "include_bias"))
-def _covariance_chunk(graphdef, state, batch, key, names, num_samples, include_bias):
-    """Sums over one chunk: ``sum_tokens x x^T``, ``sum_{n, s} sum_t g g^T`` per layer, and the token count."""
+@functools.partial(
+    jax.jit, static_argnames=("graphdef", "names", "num_samples", "include_bias", "return_taps")
+)
+def _covariance_chunk(graphdef, state, batch, key, names, num_samples, include_bias, return_taps=False):
+    """Sums over one chunk: ``sum_tokens x x^T``, ``sum_{n, s} sum_t g g^T`` per layer, and the token count;
+    with ``return_taps`` also label sample 0's ``{layer: (x, g)}`` (for the eigenvalue pass to reuse)."""
     first, s_sum = _sum_over_samples(
         graphdef,
         state,
@@ -294,7 +302,14 @@ def _covariance_chunk(graphdef, state, batch, key, names, num_samples, include_b
     a_sum = {n: jnp.einsum("bti,btj->ij", x, x, precision=HI) for n, (x, _) in first.items()}
     mask = batch.get("attention_mask")
     n_tokens = jnp.asarray(batch["tokens"].size if mask is None else jnp.sum(mask), jnp.float32)
-    return a_sum, s_sum, n_tokens
+    return (a_sum, s_sum, n_tokens, first) if return_taps else (a_sum, s_sum, n_tokens)
+
+
+def _squared_rotated(x: jax.Array, g: jax.Array, qa: jax.Array, qs: jax.Array) -> jax.Array:
+    """``sum_n ((X_n Q_A)^T (G_n Q_S))^2`` ``[d_in, d_out]``: per-example gradients in the Kronecker eigenbasis,
+    squared and summed over the chunk's examples."""
+    rot = jnp.einsum("bti,bto->bio", x @ qa, g @ qs, precision=HI)
+    return jnp.sum(rot * rot, axis=0)
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "names", "num_samples", "include_bias"))
@@ -302,13 +317,17 @@ def _eigenvalue_chunk(graphdef, state, batch, key, bases, names, num_samples, in
     """``sum_{n, s} (Q_A^T G_n Q_S)^2`` per layer over one chunk (``bases``: ``{layer: (Q_A, Q_S)}``)."""
 
     def squared_rotated(n, x, g):
-        qa, qs = bases[n]
-        rot = jnp.einsum("bti,bto->bio", x @ qa, g @ qs, precision=HI)  # (X Q_A)^T (G Q_S), per example
-        return jnp.sum(rot * rot, axis=0)
+        return _squared_rotated(x, g, *bases[n])
 
     return _sum_over_samples(graphdef, state, batch, key, names, num_samples, include_bias, squared_rotated)[
         1
     ]
+
+
+@jax.jit
+def _eigenvalues_from_taps(taps, bases):
+    """:func:`_eigenvalue_chunk` of one label sample from pass 1's cached ``{layer: (x, g)}``: no model pass."""
+    return {n: _squared_rotated(x, g, *bases[n]) for n, (x, g) in taps.items()}
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "names", "num_samples", "include_bias"))
@@ -394,10 +413,32 @@ def fit_factors(model: CausalLM, batches: Batches, config: InfluenceConfig, key:
     if config.strategy == "identity":
         return Factors(layers, zero, zero, config.strategy, config.include_bias)
 
-    def stream(fn, *args):
+    # ekfac with one label sample: pass 1's taps of chunk i, while they fit the budget, serve pass 2
+    cache: dict[int, Any] | None = (
+        {}
+        if config.strategy == "ekfac" and config.num_label_samples == 1 and config.tap_cache_mb > 0
+        else None
+    )
+    budget = config.tap_cache_mb * 2**20
+
+    def stream(fn, *args, fill_cache=False, from_cache=False):
         total, count = None, 0
+        used: int | None = 0  # bytes cached; None once a chunk did not fit (later chunks are recomputed)
         for i, batch in enumerate(chunks(batches, config.chunk_size)):
-            out = fn(graphdef, state, batch, jax.random.fold_in(key, i), *args, **static)
+            if from_cache and cache is not None and i in cache:
+                out = _eigenvalues_from_taps(cache[i], *args)
+            elif fill_cache and cache is not None and used is not None:
+                *out, taps = fn(
+                    graphdef, state, batch, jax.random.fold_in(key, i), *args, **static, return_taps=True
+                )
+                out = tuple(out)
+                size = sum(x.nbytes + g.nbytes for x, g in taps.values())
+                if used + size <= budget:
+                    cache[i], used = taps, used + size
+                else:
+                    used = None
+            else:
+                out = fn(graphdef, state, batch, jax.random.fold_in(key, i), *args, **static)
             total = out if total is None else jax.tree.map(jnp.add, total, out)
             count += int(jnp.shape(batch["tokens"])[0]) * config.num_label_samples
         if total is None:
@@ -411,7 +452,7 @@ def fit_factors(model: CausalLM, batches: Batches, config: InfluenceConfig, key:
             layers[n] = LayerFactors(eigenvalues=d, damping=_damping(d, config))
         return Factors(layers, jnp.float32(count), zero, config.strategy, config.include_bias)
 
-    (a_sum, s_sum, n_tok), count = stream(_covariance_chunk)
+    (a_sum, s_sum, n_tok), count = stream(_covariance_chunk, fill_cache=config.strategy == "ekfac")
     for n, (a, s, ea, qa, es, qs) in _eigendecompose(a_sum, s_sum, n_tok, jnp.float32(count)).items():
         layers[n] = LayerFactors(a, s, ea, qa, es, qs)
     if config.strategy == "kfac":
@@ -422,7 +463,7 @@ def fit_factors(model: CausalLM, batches: Batches, config: InfluenceConfig, key:
             layers[n] = f.replace(eigenvalues=ev, damping=_damping(ev, config))
     else:
         bases = {n: (layers[n].activation_eigvecs, layers[n].gradient_eigvecs) for n in names}
-        lam_sum, count = stream(_eigenvalue_chunk, bases)
+        lam_sum, count = stream(_eigenvalue_chunk, bases, from_cache=True)
         for n in names:
             lam = lam_sum[n] / count
             layers[n] = layers[n].replace(eigenvalues=lam, damping=_damping(lam, config))

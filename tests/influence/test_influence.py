@@ -219,6 +219,21 @@ def test_ekfac_eigenvalues_are_the_dense_fisher_diagonal_in_the_kronecker_basis(
         )
 
 
+@pytest.mark.parametrize(
+    "tap_cache_mb", [0.0, 0.02, 512.0]
+)  # recompute / chunk 0 cached (15 kB) / all cached
+def test_ekfac_eigenvalue_pass_from_cached_taps(tap_cache_mb):
+    """One label sample: pass 2 reusing pass 1's cached inputs and output gradients (all, some, or none of the
+    chunks) gives the dense Fisher's diagonal in the Kronecker basis, as the recomputing pass does."""
+    factors, _ = _fit("ekfac", chunk_size=5, num_samples=1, tap_cache_mb=tap_cache_mb)
+    fisher = _sampled_fisher(_corpus(), jax.random.key(7), 5, 1, False)
+    for name in (UP, DOWN):
+        f = factors.layers[name]
+        q = np.kron(np.asarray(f.activation_eigvecs, np.float64), np.asarray(f.gradient_eigvecs, np.float64))
+        want = np.diag(q.T @ fisher[name] @ q).reshape(f.eigenvalues.shape)
+        np.testing.assert_allclose(np.asarray(f.eigenvalues), want, rtol=2e-4, atol=1e-6 * want.max())
+
+
 @pytest.mark.parametrize("strategy", ["identity", "diagonal", "kfac", "ekfac"])
 def test_damped_inverse_matches_dense_solve(strategy):
     factors, _ = _fit(strategy, damping_factor=0.05)
