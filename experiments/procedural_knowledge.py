@@ -322,7 +322,9 @@ def analyse(cfg: ProceduralKnowledgeConfig, scores: np.ndarray, queries: list, d
         }
         for i, q in enumerate(queries)
     ]
-    return summary, per_query, corr["matrix"]
+    # the headline figure's per-query values: top-k0 influence per nat, split by query kind
+    per_nat_by_kind = {g: per_nat[k0][kind_of == g] for g in ("factual", "reasoning")}
+    return summary, per_query, corr["matrix"], per_nat_by_kind
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -491,15 +493,12 @@ def main(cfg: ProceduralKnowledgeConfig) -> dict[str, Any]:
         scores[:, order] = np.asarray(sorted_scores)  # back to the documents' order
         timings["scores_s"] = time.time() - t
 
-        summary, per_query, matrix = analyse(cfg, scores, queries, docs, nats)
+        summary, per_query, matrix, per_nat_by_kind = analyse(cfg, scores, queries, docs, nats)
         save_scores(run.dir / "scores.safetensors", scores, {"strategy": cfg.strategy, "layers": cfg.layers})
         write_json_atomic(run.dir / "queries.json", [q._asdict() for q in queries])
         write_json_atomic(run.dir / "documents.json", [d._asdict() for d in docs])
-        kinds = [q.kind for q in queries]
-        correlation_figure(run, matrix, kinds)
-        kind_of = np.array(["factual" if k == "factual" else "reasoning" for k in kinds])
-        per_nat = influence_per_nat(scores, nats, cfg.top_k[0])
-        headline_figure(run, cfg, summary, {g: per_nat[kind_of == g] for g in ("factual", "reasoning")})
+        correlation_figure(run, matrix, [q.kind for q in queries])
+        headline_figure(run, cfg, summary, per_nat_by_kind)
         log_top_documents(run, cfg, lm, factors, qg, scores, queries, docs, doc_rows)
         log_scalars(run, summary)
         print_summary(cfg, summary)
