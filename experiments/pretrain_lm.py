@@ -6,7 +6,12 @@ Thin script over :func:`jaxsafety.train.lm.pretrain`: config -> library -> logs,
     python experiments/pretrain_lm.py --arch llama --d-model 256 --n-layers 6 --steps 5000
     python experiments/pretrain_lm.py --corpus my_corpus.txt --vocab-size 4096
     python experiments/pretrain_lm.py --run-name my-run              # run again with the same name to resume
+    python -m jaxsafety.launch --num-processes 2 experiments/pretrain_lm.py --smoke   # 2 JAX processes
     tensorboard --logdir runs
+
+``--sharding`` (``auto``: data parallel when there is more than one device) splits each batch over every device
+of every process (``dp``), or also the parameters and optimizer state (``fsdp``); see
+:mod:`jaxsafety.train.sharding` and :mod:`jaxsafety.launch`.
 
 Writes ``runs/pretrain_lm/<run>/``: TensorBoard logs (train loss, lr, grad norm, tokens/s, held-out loss, greedy
 samples as text), ``checkpoints/<step>/`` (orbax), ``results.json`` (final train / held-out loss next to the
@@ -28,7 +33,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from jaxsafety.config import check_range, config_to_dict, parse_cli
+from jaxsafety.config import check_choice, check_range, config_to_dict, parse_cli
 from jaxsafety.data import CorpusConfig, knowledge_base, text_file_corpus
 from jaxsafety.models.generate import SamplingConfig, generate, left_pad
 from jaxsafety.models.hf import to_hf
@@ -50,9 +55,11 @@ class PretrainLMConfig(PretrainConfig):
     num_samples: int = 3  # greedy samples logged at every evaluation (0: none)
     sample_tokens: int = 32
     export_hf: bool = True
+    sharding: str = "auto"  # auto | none | dp | fsdp (over all devices of all processes)
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        check_choice("sharding", self.sharding, ("auto", "none", "dp", "fsdp"))
         for f in ("log_every", "eval_every", "ckpt_every", "keep_last", "sample_tokens"):
             check_range(f, getattr(self, f), ge=1, integer=True)
         check_range("num_samples", self.num_samples, ge=0, le=16, integer=True)
@@ -170,15 +177,17 @@ def main(cfg: PretrainLMConfig) -> dict[str, Any]:
             eval_every=cfg.eval_every,
             on_eval=on_eval,
             desc="pretrain_lm",
+            sharding=cfg.sharding,
         )
         run.tracker.hparams(
             config_to_dict(cfg.pretrain_config()),
             {"hparam/heldout_loss": res.heldout_loss, "hparam/train_eval_loss": res.train_eval_loss},
         )
-        learning_curve(run, res.unigram_entropy)
-        hf_dir = None
-        if cfg.export_hf:
-            hf_dir = to_hf(res.model, run.dir / "hf", tokenizer=res.tokenizer)
+        hf_dir = run.dir / "hf" if cfg.export_hf else None
+        if run.is_main:  # the files of a multi-process run come from process 0
+            learning_curve(run, res.unigram_entropy)
+            if hf_dir is not None:
+                to_hf(res.model, hf_dir, tokenizer=res.tokenizer)
         results = {
             "experiment": "pretrain_lm",
             "run": run.name,
@@ -196,14 +205,17 @@ def main(cfg: PretrainLMConfig) -> dict[str, Any]:
             "checkpoint_steps": ckpt.all_steps(),
             "hf_dir": str(hf_dir) if hf_dir is not None else None,
             "backend": jax.default_backend(),
+            "num_processes": jax.process_count(),
+            "num_devices": jax.device_count(),
         }
         # NaN (e.g. no train step left to time when rerunning a finished run) -> null: strict JSON
         results = {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in results.items()}
-        print(
-            f"[pretrain_lm] held-out loss {res.heldout_loss:.3f} (unigram entropy {res.unigram_entropy:.3f}), "
-            f"train {res.train_eval_loss:.3f}, {res.tokens_per_second:,.0f} tokens/s",
-            flush=True,
-        )
+        if run.is_main:
+            print(
+                f"[pretrain_lm] held-out loss {res.heldout_loss:.3f} (unigram entropy {res.unigram_entropy:.3f}), "
+                f"train {res.train_eval_loss:.3f}, {res.tokens_per_second:,.0f} tokens/s",
+                flush=True,
+            )
         run.finish(results, t0)
     return results
 

@@ -2,7 +2,8 @@
 
 Layers, lowest first (an import may point down or sideways, never up):
 
-0. foundation: ``jaxsafety`` itself, ``jaxsafety.config``, ``jaxsafety.io``, ``jaxsafety.xla_flags``, and ``envs``
+0. foundation: ``jaxsafety`` itself, ``jaxsafety.config``, ``jaxsafety.distributed``, ``jaxsafety.io``,
+   ``jaxsafety.launch``, ``jaxsafety.xla_flags``, and ``envs``
    (games know no learner; rl and the studies use them);
 1. ``jaxsafety.models``;
 2. ``jaxsafety.data`` (synthetic task data shared by the studies; below train, which trains on it);
@@ -39,7 +40,14 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 SCANNED = ("jaxsafety", "envs", "experiments", "benchmarks")
 LIBRARY = ("jaxsafety", "envs")
 APPS = ("experiments", "benchmarks")
-FOUNDATION_MODULES = ("jaxsafety", "jaxsafety.config", "jaxsafety.io", "jaxsafety.xla_flags")
+FOUNDATION_MODULES = (
+    "jaxsafety",
+    "jaxsafety.config",
+    "jaxsafety.distributed",
+    "jaxsafety.io",
+    "jaxsafety.launch",
+    "jaxsafety.xla_flags",
+)
 # jaxsafety subpackages below the studies, with their rank; everything else under jaxsafety is a study.
 LOWER_SUBPACKAGES = {"models": 1, "data": 2, "train": 3, "rl": 4}
 STUDY_RANK, APP_RANK = 5, 6

@@ -25,15 +25,25 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
+from jax.sharding import Mesh
 
 from jaxsafety.config import ConfigError, check, check_choice, check_range, config_to_dict
 from jaxsafety.data.corpus import CorpusConfig, synthetic_corpus, text_file_corpus
+from jaxsafety.distributed import process_count, to_local
 from jaxsafety.models import CausalLM, lean_backward
 from jaxsafety.models.gpt2 import GPT2, GPT2Config
 from jaxsafety.models.llama import Llama, LlamaConfig
 from jaxsafety.train.checkpoint import Checkpointer
 from jaxsafety.train.loop import run_loop
 from jaxsafety.train.optim import OptimizerConfig, cached_optimizer, make_schedule
+from jaxsafety.train.sharding import (
+    jit_sharded,
+    make_mesh,
+    process_batch,
+    process_rows,
+    shard_batch,
+    shard_state,
+)
 from jaxsafety.train.tracker import NoOpTracker, Tracker
 
 __all__ = [
@@ -302,7 +312,13 @@ _lm_step_jit_donate = jax.jit(_lm_step, static_argnums=(0, 1), donate_argnums=(2
 
 
 def make_lm_train_step(
-    graphdef: nnx.GraphDef, *, accum_steps: int = 1, donate: bool = False
+    graphdef: nnx.GraphDef,
+    *,
+    accum_steps: int = 1,
+    donate: bool = False,
+    mesh: Mesh | None = None,
+    mode: str = "dp",
+    state: nnx.State | None = None,
 ) -> Callable[[nnx.State, Batch], tuple[nnx.State, dict[str, jax.Array]]]:
     """Jitted ``step(state, batch) -> (state, metrics)`` for ``graphdef, state = nnx.split((model, optimizer))``.
 
@@ -322,8 +338,18 @@ def make_lm_train_step(
     Metrics (scalars): ``loss`` (token-weighted mean over the batch), ``grad_norm`` (global L2 norm of that
     gradient, before any clipping in ``tx``), ``tokens`` (number of scored targets), ``perplexity`` (``exp loss``).
     ``donate=True`` donates the input state's buffers (saves memory; the caller must not reuse ``state``).
+
+    With a ``mesh`` (:func:`~jaxsafety.train.sharding.make_mesh`, which may span processes) the step is
+    :func:`~jaxsafety.train.sharding.jit_sharded` in ``mode`` ``"dp"`` or ``"fsdp"`` for a state shaped like
+    ``state`` (placed by :func:`~jaxsafety.train.sharding.shard_state`), the batch split over the mesh
+    (:func:`~jaxsafety.train.sharding.process_batch`); the same updates up to float summation order.
     """
     check_range("accum_steps", accum_steps, ge=1, integer=True)
+    if mesh is not None:
+        if state is None:
+            raise ValueError("state is required with a mesh: its shapes decide the shardings")
+        step = functools.partial(_lm_step, graphdef, accum_steps)
+        return jit_sharded(step, state, mesh, mode, donate=donate)
     return functools.partial(_lm_step_jit_donate if donate else _lm_step_jit, graphdef, accum_steps)
 
 
@@ -514,6 +540,29 @@ def pretrain_documents(config: PretrainConfig) -> tuple[list[str], list[str]]:
     return docs[:-n_held], docs[-n_held:]
 
 
+def _pretrain_mesh(config: PretrainConfig, sharding: str) -> tuple[Mesh | None, str]:
+    """The mesh (None: one device) and mode of :func:`pretrain`'s ``sharding``; checks the batch splits."""
+    check_choice("sharding", sharding, ("auto", "none", "dp", "fsdp"))
+    if sharding == "auto":
+        sharding = "dp" if jax.device_count() > 1 else "none"
+    if sharding == "none":
+        check(
+            process_count() == 1,
+            "sharding",
+            sharding,
+            f"'auto', 'dp' or 'fsdp' in a job of {process_count()} processes",
+        )
+        return None, sharding
+    n = jax.device_count()
+    check(
+        config.batch_size % n == 0,
+        "batch_size",
+        config.batch_size,
+        f"multiples of the {n} devices with sharding {sharding!r}",
+    )
+    return make_mesh(), sharding
+
+
 def _epoch_sampler(num_rows: int, batch_size: int, seed: int) -> Callable[[int], np.ndarray]:
     """Row indices of step ``step``'s batch: rows in a seeded random order per epoch, epochs back to back.
 
@@ -539,6 +588,7 @@ def pretrain(
     eval_every: int | None = None,
     on_eval: Callable[[int, nnx.Module, Any, dict[str, float]], None] | None = None,
     desc: str = "pretrain",
+    sharding: str = "auto",
 ) -> PretrainResult:
     """Train the small LM that ``config`` describes; return it with its tokenizer and headline numbers.
 
@@ -552,12 +602,19 @@ def pretrain(
     ``train/tokens_per_second`` every ``log_every`` steps; ``heldout/{loss,perplexity}`` every ``eval_every``
     steps (None: at the end only) and at the end, where ``on_eval(step, model, tokenizer, heldout_metrics)`` is
     also called (e.g. to log samples).
+
+    ``sharding``: ``"none"`` (one device), ``"dp"`` or ``"fsdp"`` over a mesh of all devices, of every process
+    in a multi-process job (:mod:`jaxsafety.train.sharding`; each process feeds its own rows of every batch), or
+    ``"auto"``: ``"dp"`` when there is more than one device, else ``"none"``. The batch of a step is the same
+    in every layout, so runs agree up to float summation order. The returned ``model`` and ``state`` are
+    copies on this process's first device (gathered from the mesh).
     """
     from jaxsafety.models.tokenizer import encode_corpus, train_bpe_tokenizer  # imports transformers: lazily
 
     check_range("log_every", log_every, ge=1, integer=True)
     if eval_every is not None:
         check_range("eval_every", eval_every, ge=1, integer=True)
+    mesh, mode = _pretrain_mesh(config, sharding)
     tracker = tracker or NoOpTracker()
 
     train_docs, held_docs = pretrain_documents(config)
@@ -571,6 +628,9 @@ def pretrain(
         ) from None
     held_batches = lm_batches(held_rows, config.batch_size)
     train_eval_batches = lm_batches(train_rows[: held_rows.shape[0]], config.batch_size)
+    if mesh is not None:
+        held_batches = [shard_batch(b, mesh) for b in held_batches]
+        train_eval_batches = [shard_batch(b, mesh) for b in train_eval_batches]
     baseline = unigram_entropy(train_rows[:, 1:])
 
     model_cfg = config.model_config(len(tokenizer))
@@ -579,16 +639,30 @@ def pretrain(
     num_params = model.num_params()
     optimizer = nnx.Optimizer(model, cached_optimizer(config.optim, config.steps), wrt=nnx.Param)
     graphdef, state = nnx.split((model, optimizer))
-    # commit the fresh state to the device, as a checkpoint restore does: jit caches by committed-ness, so a run
-    # resumed in the same process (tests, a model cache) then reuses the compiled step instead of recompiling
-    state = jax.device_put(state, jax.devices()[0])
-    train_step = make_lm_train_step(graphdef, accum_steps=config.accum_steps)
-    lr_at = jax.jit(make_schedule(config.optim, total_steps=config.steps))  # one compilation, not one per op
     sample_rows = _epoch_sampler(train_rows.shape[0], config.batch_size, config.seed)
-    ones = jnp.ones((config.batch_size, config.seq_len), jnp.int32)
+    if mesh is None:
+        # commit the fresh state to the device, as a checkpoint restore does: jit caches by committed-ness, so a
+        # run resumed in the same process (tests, a model cache) then reuses the compiled step, not recompiling
+        state = jax.device_put(state, jax.local_devices()[0])
+        train_step = make_lm_train_step(graphdef, accum_steps=config.accum_steps)
+        ones = jnp.ones((config.batch_size, config.seq_len), jnp.int32)
 
-    def batch_fn(step: int) -> dict[str, jax.Array]:
-        return {"tokens": jnp.asarray(train_rows[sample_rows(step)]), "mask": ones}
+        def batch_fn(step: int) -> dict[str, jax.Array]:
+            return {"tokens": jnp.asarray(train_rows[sample_rows(step)]), "mask": ones}
+
+    else:
+        state = shard_state(state, mesh, mode)
+        train_step = make_lm_train_step(
+            graphdef, accum_steps=config.accum_steps, mesh=mesh, mode=mode, state=state
+        )
+        mine = process_rows(config.batch_size, mesh)  # every process draws the global batch, feeds its rows
+        local_ones = np.ones((mine.stop - mine.start, config.seq_len), np.int32)
+
+        def batch_fn(step: int) -> dict[str, jax.Array]:
+            rows = train_rows[sample_rows(step)[mine]]
+            return process_batch({"tokens": rows, "mask": local_ones}, mesh)
+
+    lr_at = jax.jit(make_schedule(config.optim, total_steps=config.steps))  # one compilation, not one per op
 
     # run_loop hands on_log no state: the step keeps the newest one here (and counts the steps this call ran)
     latest: dict[str, Any] = {"state": state, "steps_run": 0}
@@ -608,7 +682,7 @@ def pretrain(
         held = evaluate_lm(graphdef, s, held_batches)
         tracker.scalars({"loss": held["loss"], "perplexity": held["perplexity"]}, step, prefix="heldout/")
         if on_eval is not None:
-            on_eval(step, nnx.merge(graphdef, s)[0], tokenizer, held)
+            on_eval(step, nnx.merge(graphdef, s if mesh is None else to_local(s))[0], tokenizer, held)
         return held
 
     def on_log(step: int, metrics: dict[str, float]) -> None:
@@ -644,6 +718,8 @@ def pretrain(
     tracker.scalar("train_eval/loss", train_eval["loss"], config.steps)
     steps_run = latest["steps_run"]
     fallback = steps_run * tokens_per_step / elapsed if steps_run else float("nan")  # includes compilation
+    if mesh is not None:
+        state = to_local(state)
     return PretrainResult(
         config=config,
         model=nnx.merge(graphdef, state)[0],

@@ -6,8 +6,11 @@
   divisible dimension (ZeRO-3 style); XLA all-gathers parameters for the forward/backward and reduce-scatters
   gradients, so each device holds 1/n of the parameters and optimizer state.
 
-Works unchanged on CPU (test with ``XLA_FLAGS=--xla_force_host_platform_device_count=4``), GPU and TPU; with
-``jax.distributed.initialize()`` the mesh spans all hosts.
+Works unchanged on CPU (test with ``XLA_FLAGS=--xla_force_host_platform_device_count=4``), GPU and TPU; after
+:func:`jaxsafety.distributed.initialize` (``python -m jaxsafety.launch``) the mesh spans every process's devices.
+Then each process feeds only its own rows of a batch (:func:`process_rows`, :func:`process_batch`), or every
+process holds the whole batch and places its part (:func:`shard_batch`); state goes to the mesh through
+:func:`shard_state` (the same values on every process, each copying its devices' slices).
 """
 
 from __future__ import annotations
@@ -20,8 +23,19 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxsafety.config import check_choice, check_range
+from jaxsafety.distributed import put_global
 
-__all__ = ["array_spec", "jit_sharded", "make_mesh", "shard_batch", "shard_state", "state_shardings"]
+__all__ = [
+    "array_spec",
+    "batch_sharding",
+    "jit_sharded",
+    "make_mesh",
+    "process_batch",
+    "process_rows",
+    "shard_batch",
+    "shard_state",
+    "state_shardings",
+]
 
 AXIS = "data"
 MODES = ("dp", "fsdp")
@@ -61,22 +75,53 @@ def state_shardings(state: Any, mesh: Mesh, mode: str = "fsdp", *, min_size: int
 
 
 def shard_state(state: Any, mesh: Mesh, mode: str = "fsdp", *, min_size: int = 1024) -> Any:
-    """Place ``state`` on ``mesh`` per :func:`state_shardings`."""
-    return jax.device_put(state, state_shardings(state, mesh, mode, min_size=min_size))
+    """Place ``state`` on ``mesh`` per :func:`state_shardings` (in a multi-process job every process passes the
+    same values, e.g. initialised from the same seed)."""
+    return put_global(state, state_shardings(state, mesh, mode, min_size=min_size))
+
+
+def batch_sharding(mesh: Mesh, axis: str = AXIS) -> NamedSharding:
+    """Rows split over ``axis``: the layout of a data-parallel batch."""
+    return NamedSharding(mesh, PartitionSpec(axis))
+
+
+def _check_rows(rows: int, mesh: Mesh, axis: str) -> None:
+    n = mesh.shape[axis]
+    if rows % n:
+        raise ValueError(f"batch size {rows} is invalid: accepted values are multiples of {n} devices")
 
 
 def shard_batch(batch: Any, mesh: Mesh, axis: str = AXIS) -> Any:
-    """Split every array of ``batch`` along its leading (batch) axis over the mesh."""
-    n = mesh.shape[axis]
+    """Split every array of ``batch`` (the whole global batch, the same on every process) along its leading
+    (batch) axis over the mesh."""
+    leaves = jax.tree.leaves(batch)
+    for x in leaves:
+        _check_rows(x.shape[0], mesh, axis)
+    sh = batch_sharding(mesh, axis)
+    return put_global(batch, jax.tree.map(lambda _: sh, batch))
 
-    def put(x: Any) -> Any:
-        if x.shape[0] % n:
-            raise ValueError(
-                f"batch size {x.shape[0]} is invalid: accepted values are multiples of {n} devices"
-            )
-        return jax.device_put(x, NamedSharding(mesh, PartitionSpec(axis)))
 
-    return jax.tree.map(put, batch)
+def process_rows(batch_size: int, mesh: Mesh, axis: str = AXIS) -> slice:
+    """The rows ``[start, stop)`` of a global batch of ``batch_size`` rows that this process's devices hold
+    under :func:`batch_sharding` (all rows in a single process): what this process feeds to
+    :func:`process_batch`."""
+    _check_rows(batch_size, mesh, axis)
+    spans = [
+        idx[0].indices(batch_size)[:2]
+        for idx in batch_sharding(mesh, axis).addressable_devices_indices_map((batch_size,)).values()
+    ]
+    start, stop = min(a for a, _ in spans), max(b for _, b in spans)
+    if sum(b - a for a, b in set(spans)) != stop - start:
+        raise ValueError(f"this process's devices hold non-contiguous rows {sorted(set(spans))} of the batch")
+    return slice(start, stop)
+
+
+def process_batch(local_batch: Any, mesh: Mesh, axis: str = AXIS) -> Any:
+    """Global batch arrays (rows split over ``axis``) from this process's rows of them (:func:`process_rows` of
+    the global batch size) in every array of ``local_batch``: each process reads and transfers only its own part
+    of the data (``jax.make_array_from_process_local_data``)."""
+    sh = batch_sharding(mesh, axis)
+    return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sh, np.asarray(x)), local_batch)
 
 
 def jit_sharded(

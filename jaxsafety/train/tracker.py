@@ -22,8 +22,17 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from jaxsafety.config import check_choice
+from jaxsafety.distributed import is_main
 
-__all__ = ["NoOpTracker", "TensorBoardTracker", "Tracker", "flatten_dict", "log_history", "make_tracker"]
+__all__ = [
+    "NoOpTracker",
+    "TensorBoardTracker",
+    "Tracker",
+    "flatten_dict",
+    "log_history",
+    "make_tracker",
+    "run_dir",
+]
 
 
 @runtime_checkable
@@ -203,15 +212,22 @@ def make_tracker(
 ) -> TensorBoardTracker | NoOpTracker:
     """Tracker for ``<root>/<experiment>/<run_name>``; ``run_name`` defaults to a timestamp.
 
-    ``backend`` is ``"tensorboard"`` or ``"none"``. The env var ``JAXSAFETY_TRACKER=none`` forces the no-op backend
-    (e.g. on non-zero hosts of a multi-host job).
+    ``backend`` is ``"tensorboard"`` or ``"none"``. The env var ``JAXSAFETY_TRACKER=none`` forces the no-op backend.
+    In a multi-process job (:mod:`jaxsafety.distributed`) only process 0 writes event files: the others get the
+    no-op backend.
     """
     backend = os.environ.get("JAXSAFETY_TRACKER", backend)
     check_choice("tracker backend", backend, ("tensorboard", "none"))
-    if backend == "none":
+    if backend == "none" or not is_main():
         return NoOpTracker()
     run_name = run_name or datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    return TensorBoardTracker(Path(root) / _SAFE.sub("_", experiment) / _SAFE.sub("_", run_name))
+    return TensorBoardTracker(run_dir(experiment, run_name, root=root))
+
+
+def run_dir(experiment: str, run_name: str, *, root: str | Path = "runs") -> Path:
+    """``<root>/<experiment>/<run_name>``, each name with characters outside ``[A-Za-z0-9_.=+-]`` replaced by
+    ``_``: where :func:`make_tracker` writes."""
+    return Path(root) / _SAFE.sub("_", experiment) / _SAFE.sub("_", run_name)
 
 
 def log_history(
