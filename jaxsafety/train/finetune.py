@@ -46,14 +46,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec
 
 from jaxsafety.config import ConfigError, check, check_range, config_to_dict
+from jaxsafety.distributed import put_global, to_host, to_local
 from jaxsafety.models.lora import LoRAConfig, add_lora, has_lora, merge_lora
 from jaxsafety.models.transformer import CausalLM
 from jaxsafety.train.checkpoint import Checkpointer
 from jaxsafety.train.lm import make_lm_train_step
 from jaxsafety.train.optim import OptimizerConfig, cached_optimizer, make_schedule
 from jaxsafety.train.progress import progress as progress_bar
+from jaxsafety.train.sharding import batch_sharding, choose_mesh, state_shardings
 from jaxsafety.train.tracker import NoOpTracker, Tracker
 
 __all__ = [
@@ -339,17 +342,38 @@ def _epoch_perm(key: jax.Array, epoch: jax.Array, n: int) -> jax.Array:
     return jax.random.permutation(jax.random.fold_in(key, epoch), n)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3), donate_argnums=(4,))
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3, 4), donate_argnums=(5,))
 def _sft_chunk(
-    graphdef, max_steps: int, batch_size: int, accum_steps: int, state, table, key, first_step, num_steps
+    graphdef,
+    max_steps: int,
+    batch_size: int,
+    accum_steps: int,
+    layout,
+    state,
+    table,
+    key,
+    first_step,
+    num_steps,
 ):
     """Steps ``first_step .. first_step + num_steps - 1`` (``num_steps <= max_steps``, dynamic: one
     compilation for every chunk) in a ``lax.fori_loop``. Step ``s`` trains on rows ``perm_e[r]`` for positions
     ``s B + i`` (``e, r = divmod(pos, N)``, ``perm_e`` the permutation of epoch ``e`` from ``fold_in(key,
     e)``). A batch spans at most two epochs (``B <= N``): the loop carries the permutations of the current and
     the next epoch and draws a new one only when an epoch ends. Returns the state, losses and gradient norms
-    ``[max_steps]``."""
+    ``[max_steps]``. ``layout``: None (one device) or ``(batch sharding, state shardings as a tuple of leaves)``
+    on a mesh: each step's batch is split over the mesh and the state keeps its layout."""
     step = make_lm_train_step(graphdef, accum_steps=accum_steps)
+    if layout is not None:
+        batch_sh, state_sh = layout
+        state_def = jax.tree.structure(state)
+
+        inner = step
+
+        def step(s, batch):
+            batch = jax.lax.with_sharding_constraint(batch, jax.tree.map(lambda _: batch_sh, batch))
+            s, metrics = inner(s, batch)
+            return jax.lax.with_sharding_constraint(s, jax.tree.unflatten(state_def, state_sh)), metrics
+
     tokens, mask, loss_mask = table
     n = tokens.shape[0]
     e0 = first_step * batch_size // n
@@ -427,6 +451,7 @@ def finetune(
     run_dir: str | Path | None = None,
     progress: bool = True,
     merge: bool = True,
+    sharding: str = "auto",
 ) -> FinetuneResult:
     """Supervised fine-tuning of ``model`` on ``data`` (see the module docstring); returns the trained model.
 
@@ -444,6 +469,10 @@ def finetune(
     Raises before any compute: ``TypeError`` / ``ValueError`` for a bad model or data (token ids outside the
     vocabulary, rows longer than a learned-position context, nothing to train, ``batch_size`` above the number
     of rows), a ``freeze`` glob that matches no parameter, or a LoRA target that matches no linear layer.
+
+    ``sharding`` as in :func:`~jaxsafety.train.lm.pretrain` (``"auto"``: data parallel over all devices of all
+    processes when there are several): the data rows are replicated on every device, each step's batch is
+    split over the mesh, and the returned model is a copy on this process's first device.
     """
     if not isinstance(config, FinetuneConfig):
         raise TypeError(f"config must be a FinetuneConfig, got {type(config).__name__}")
@@ -455,6 +484,7 @@ def finetune(
         config.batch_size,
         f"integers <= the number of data rows ({data.num_rows})",
     )
+    mesh, mode = choose_mesh(sharding, config.batch_size)
     tracker = tracker or NoOpTracker()
     if has_lora(model) and config.lora is not None:
         raise ValueError("model already has LoRA adapters: set config.lora=None to train them")
@@ -476,8 +506,14 @@ def finetune(
 
     tx = cached_optimizer(config.optim, config.steps)
     graphdef, state = nnx.split((model, nnx.Optimizer(model, tx, wrt=wrt)))
-    # a private committed copy: the chunks donate their input state, which must not be the caller's model's arrays
-    state = jax.device_put(jax.tree.map(jnp.copy, state), jax.devices()[0])
+    layout = None
+    if mesh is None:
+        # a private committed copy: the chunks donate their input state, not the caller's model's arrays
+        state = jax.device_put(jax.tree.map(jnp.copy, state), jax.local_devices()[0])
+    else:
+        shardings = state_shardings(state, mesh, mode)
+        state = put_global(jax.tree.map(jnp.copy, state), shardings)
+        layout = (batch_sharding(mesh), tuple(jax.tree.leaves(shardings)))
     losses = np.zeros(config.steps, np.float32)
     norms = np.zeros(config.steps, np.float32)
 
@@ -502,6 +538,9 @@ def finetune(
             losses, norms = np.array(restored["losses"]), np.array(restored["grad_norms"])
 
     table = tuple(jnp.asarray(a, jnp.int32) for a in data)
+    if mesh is not None:  # every device holds the rows (replicated); the key too
+        replicated = NamedSharding(mesh, PartitionSpec())
+        table, k_data = put_global((table, k_data), jax.tree.map(lambda _: replicated, (table, k_data)))
     lr_at = _lr_schedule(config.optim, config.steps)
     chunk = min(config.chunk_steps, config.steps)
     timings: list[tuple[int, float]] = []
@@ -521,14 +560,16 @@ def finetune(
                     chunk,
                     config.batch_size,
                     config.accum_steps,
+                    layout,
                     state,
                     table,
                     k_data,
                     jnp.int32(first),
                     jnp.int32(n),
                 )
-                losses[first:end] = np.asarray(chunk_losses[:n])  # synchronises: the timing is the chunk's
-                norms[first:end] = np.asarray(chunk_norms[:n])
+                chunk_losses, chunk_norms = to_host((chunk_losses, chunk_norms))  # synchronises: timed
+                losses[first:end] = chunk_losses[:n]
+                norms[first:end] = chunk_norms[:n]
                 timings.append((n, time.perf_counter() - t0))
                 tracker.scalar("train/steps_per_second", n / timings[-1][1], end)
                 for s in range(first, end):
@@ -556,7 +597,7 @@ def finetune(
 
     timed = timings[1:] if len(timings) > 1 else timings
     steps_per_second = sum(n for n, _ in timed) / sum(t for _, t in timed) if timed else float("nan")
-    trained = nnx.merge(graphdef, state)[0]
+    trained = nnx.merge(graphdef, state if mesh is None else to_local(state))[0]
     if lora and merge:
         trained = merge_lora(trained)
     return FinetuneResult(

@@ -29,7 +29,7 @@ from jax.sharding import Mesh
 
 from jaxsafety.config import ConfigError, check, check_choice, check_range, config_to_dict
 from jaxsafety.data.corpus import CorpusConfig, synthetic_corpus, text_file_corpus
-from jaxsafety.distributed import process_count, to_local
+from jaxsafety.distributed import to_local
 from jaxsafety.models import CausalLM, lean_backward
 from jaxsafety.models.gpt2 import GPT2, GPT2Config
 from jaxsafety.models.llama import Llama, LlamaConfig
@@ -37,8 +37,8 @@ from jaxsafety.train.checkpoint import Checkpointer
 from jaxsafety.train.loop import run_loop
 from jaxsafety.train.optim import OptimizerConfig, cached_optimizer, make_schedule
 from jaxsafety.train.sharding import (
+    choose_mesh,
     jit_sharded,
-    make_mesh,
     process_batch,
     process_rows,
     shard_batch,
@@ -540,29 +540,6 @@ def pretrain_documents(config: PretrainConfig) -> tuple[list[str], list[str]]:
     return docs[:-n_held], docs[-n_held:]
 
 
-def _pretrain_mesh(config: PretrainConfig, sharding: str) -> tuple[Mesh | None, str]:
-    """The mesh (None: one device) and mode of :func:`pretrain`'s ``sharding``; checks the batch splits."""
-    check_choice("sharding", sharding, ("auto", "none", "dp", "fsdp"))
-    if sharding == "auto":
-        sharding = "dp" if jax.device_count() > 1 else "none"
-    if sharding == "none":
-        check(
-            process_count() == 1,
-            "sharding",
-            sharding,
-            f"'auto', 'dp' or 'fsdp' in a job of {process_count()} processes",
-        )
-        return None, sharding
-    n = jax.device_count()
-    check(
-        config.batch_size % n == 0,
-        "batch_size",
-        config.batch_size,
-        f"multiples of the {n} devices with sharding {sharding!r}",
-    )
-    return make_mesh(), sharding
-
-
 def _epoch_sampler(num_rows: int, batch_size: int, seed: int) -> Callable[[int], np.ndarray]:
     """Row indices of step ``step``'s batch: rows in a seeded random order per epoch, epochs back to back.
 
@@ -614,7 +591,7 @@ def pretrain(
     check_range("log_every", log_every, ge=1, integer=True)
     if eval_every is not None:
         check_range("eval_every", eval_every, ge=1, integer=True)
-    mesh, mode = _pretrain_mesh(config, sharding)
+    mesh, mode = choose_mesh(sharding, config.batch_size)
     tracker = tracker or NoOpTracker()
 
     train_docs, held_docs = pretrain_documents(config)

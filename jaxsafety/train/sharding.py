@@ -22,12 +22,13 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from jaxsafety.config import check_choice, check_range
+from jaxsafety.config import check, check_choice, check_range
 from jaxsafety.distributed import put_global
 
 __all__ = [
     "array_spec",
     "batch_sharding",
+    "choose_mesh",
     "jit_sharded",
     "make_mesh",
     "process_batch",
@@ -39,6 +40,7 @@ __all__ = [
 
 AXIS = "data"
 MODES = ("dp", "fsdp")
+SHARDINGS = ("auto", "none", *MODES)
 
 
 def make_mesh(num_devices: int | None = None, axis: str = AXIS) -> Mesh:
@@ -47,6 +49,28 @@ def make_mesh(num_devices: int | None = None, axis: str = AXIS) -> Mesh:
     n = len(devices) if num_devices is None else num_devices
     check_range("num_devices", n, ge=1, le=len(devices), integer=True)
     return Mesh(np.asarray(devices[:n]), (axis,))
+
+
+def choose_mesh(sharding: str, batch_size: int) -> tuple[Mesh | None, str]:
+    """The mesh and mode of a training entry point's ``sharding`` option (one of :data:`SHARDINGS`): ``"none"``
+    (one device: no mesh), ``"dp"`` / ``"fsdp"`` over every device of every process, or ``"auto"`` (``"dp"``
+    when there is more than one device, else ``"none"``). Checks, before any compute, that a multi-process job
+    shards and that ``batch_size`` splits evenly over the devices."""
+    check_choice("sharding", sharding, SHARDINGS)
+    n = jax.device_count()
+    if sharding == "auto":
+        sharding = "dp" if n > 1 else "none"
+    if sharding == "none":
+        procs = jax.process_count()
+        check(procs == 1, "sharding", sharding, f"'auto', 'dp' or 'fsdp' in a job of {procs} processes")
+        return None, sharding
+    check(
+        batch_size % n == 0,
+        "batch_size",
+        batch_size,
+        f"multiples of the {n} devices with sharding {sharding!r}",
+    )
+    return make_mesh(), sharding
 
 
 def array_spec(

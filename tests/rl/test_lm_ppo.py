@@ -378,8 +378,26 @@ def test_dp_sharded_update_matches_unsharded():
     assert res["metric_diff"] <= 1e-5, res
 
 
+@pytest.mark.slow  # 2 processes: imports + 2 update compilations each, ~20 s CPU
+def test_dp_sharded_update_in_two_processes():
+    """The same update with its 4 devices in 2 JAX processes (``python -m jaxsafety.launch``, gloo collectives):
+    each process places its half of the state and batch."""
+    cmd = [sys.executable, "-m", "jaxsafety.launch", "--num-processes", "2", "--devices-per-process", "2"]
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"} | {"JAX_PLATFORMS": "cpu"}
+    proc = subprocess.run([*cmd, __file__], capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for pid in (0, 1):
+        line = [x for x in proc.stdout.splitlines() if x.startswith(f"[p{pid}] {{")][-1]
+        res = json.loads(line.split(" ", 1)[1])
+        assert res["processes"] == 2 and res["devices"] == 4 and res["batch_shards"] == 2
+        assert res["param_change"] > 1e-4
+        assert res["param_diff"] <= 1e-5, res
+        assert res["metric_diff"] <= 1e-5, res
+
+
 def _dp_worker() -> None:
-    from jaxsafety.train.sharding import make_mesh, shard_batch
+    from jaxsafety.distributed import to_host
+    from jaxsafety.train.sharding import make_mesh, shard_batch, shard_state
 
     assert jax.device_count() == 4, jax.devices()
     cfg = LMPPOConfig(max_new_tokens=6, num_samples=4, lr=1e-3, num_minibatches=2, update_epochs=2)
@@ -404,18 +422,19 @@ def _dp_worker() -> None:
     ref_state, ref_met = algo.update(state, batch, sub)
     mesh = make_mesh(4)
     fn = algo.sharded_update(state, mesh, "dp")
-    sharded = shard_batch(batch, mesh)
-    (dp_state, _), dp_met = fn((state, key), sharded)
+    sharded = shard_batch(batch, mesh)  # every process places its devices' rows
+    (dp_state, _), dp_met = fn(shard_state((state, key), mesh, "dp"), sharded)
 
     def maxdiff(a, b):
         return max(
-            float(jnp.max(jnp.abs(x - y)))
-            for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
+            float(np.max(np.abs(x - y)))
+            for x, y in zip(jax.tree.leaves(to_host(a)), jax.tree.leaves(to_host(b)), strict=True)
         )
 
     print(
         json.dumps(
             {
+                "processes": jax.process_count(),
                 "devices": jax.device_count(),
                 "batch_shards": len(sharded["tokens"].addressable_shards),
                 "param_change": maxdiff(ref_state.params, state.params),

@@ -1,4 +1,5 @@
-"""One process of the multi-host tests: pretrains a tiny LM through :func:`jaxsafety.train.lm.pretrain`.
+"""One process of the multi-host tests: pretrains a tiny LM through :func:`jaxsafety.train.lm.pretrain` (or, with
+``--task finetune``, fine-tunes one with LoRA through :func:`jaxsafety.train.finetune.finetune`).
 
 Run under ``python -m jaxsafety.launch --num-processes N`` (a multi-process job) or directly (one process; the
 test sets the forced device count). Process 0 writes ``<out>/result.npz`` (the per-step losses and every leaf of
@@ -17,11 +18,14 @@ from pathlib import Path
 
 import jax
 import numpy as np
+from flax import nnx
 
 from jaxsafety.data import CorpusConfig
 from jaxsafety.distributed import is_main, to_host
+from jaxsafety.models import GPT2, CharTokenizer, GPT2Config
 from jaxsafety.train import OptimizerConfig
 from jaxsafety.train.checkpoint import Checkpointer
+from jaxsafety.train.finetune import FinetuneConfig, LoRAConfig, finetune, sft_rows
 from jaxsafety.train.lm import PretrainConfig, pretrain
 from jaxsafety.train.sharding import make_mesh, shard_state
 from jaxsafety.train.tracker import NoOpTracker, make_tracker
@@ -41,15 +45,36 @@ CONFIG = PretrainConfig(
 )
 
 
+def run_finetune(out: Path, sharding: str) -> None:
+    """LoRA SFT of a tiny GPT-2 on 16 rows, 6 steps of 8 rows, 3 steps per jitted chunk."""
+    tok = CharTokenizer("abcdefgh=.", eos=".")
+    prompts = ["ab=", "cdef=", "g=", "hab=", "ba=", "fed=", "c=", "ggh="] * 2
+    responses = ["ba.", "fedc.", "g.", "bah.", "ab.", "def.", "cccc.", "h."] * 2
+    data = sft_rows(tok, prompts, responses, bos=False, eos=False)
+    cfg = GPT2Config(vocab_size=tok.vocab_size, max_seq_len=12, d_model=32, n_layers=2, n_heads=2)
+    model = GPT2(cfg, rngs=nnx.Rngs(0))
+    config = FinetuneConfig(
+        steps=6, batch_size=8, optim=OptimizerConfig(lr=1e-2), chunk_steps=3, lora=LoRAConfig(rank=4)
+    )
+    res = finetune(model, data, config, progress=False, sharding=sharding)
+    if is_main():
+        leaves = {f"leaf{i}": np.asarray(x) for i, x in enumerate(jax.tree.leaves(nnx.state(res.model)))}
+        np.savez(out / "result.npz", losses=res.losses.astype(np.float64), **leaves)
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--out", required=True)
+    p.add_argument("--task", default="pretrain", choices=("pretrain", "finetune"))
     p.add_argument("--sharding", default="fsdp")
     p.add_argument("--steps", type=int, default=CONFIG.steps)
     p.add_argument("--ckpt", default=None)
     p.add_argument("--kill-at", type=int, default=-1)
     a = p.parse_args()
     out = Path(a.out)
+    if a.task == "finetune":
+        run_finetune(out, a.sharding)
+        return
     cfg = PretrainConfig(**{**CONFIG.__dict__, "steps": a.steps})
 
     def on_eval(step, model, tokenizer, held):

@@ -4,6 +4,7 @@ one job over a localhost coordinator (gloo collectives on CPU), each driving its
 - 2 processes x 2 devices train the same LM as 1 process x 4 devices (FSDP), to 1e-5 in losses and parameters;
 - a checkpoint the 2 processes wrote (4-way FSDP) restores in 1 process on 1 device and continues as the
   2-process run did;
+- LoRA fine-tuning over 2 processes matches one device;
 - a process killed mid-run makes the launcher exit non-zero within seconds, with one line naming it;
 - only process 0 writes event files; the pretraining script gives the single-process results under the launcher.
 """
@@ -96,6 +97,19 @@ def test_checkpoint_of_two_processes_restores_in_one(runs, tmp_path):
     assert len(c["losses"]) == 3  # steps 4..6 ran here
     np.testing.assert_allclose(c["losses"], a["losses"][3:], rtol=0, atol=1e-5)
     assert _max_diff(a, c) <= 1e-5
+
+
+def test_finetune_in_two_processes_matches_one_device(tmp_path):
+    """LoRA SFT (chunks of jitted steps drawing their batches on the device) with FSDP over 2 processes x 2
+    devices gives the single-device run's losses and merged parameters."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir(), b.mkdir()
+    _ok(_launch(2, 2, WORKER, "--task", "finetune", "--out", str(a), "--sharding", "fsdp"))
+    _ok(_single(1, WORKER, "--task", "finetune", "--out", str(b), "--sharding", "none"))
+    ra, rb = np.load(a / "result.npz"), np.load(b / "result.npz")
+    assert ra["losses"][-1] < ra["losses"][0]
+    np.testing.assert_allclose(ra["losses"], rb["losses"], rtol=0, atol=1e-5)
+    assert _max_diff(ra, rb) <= 1e-5
 
 
 def test_killed_process_stops_the_launcher(tmp_path):
