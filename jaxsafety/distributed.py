@@ -77,8 +77,8 @@ def initialize(*, cluster: bool = False, timeout_s: int = 60) -> int:
             ) from None
         if not 0 <= pid < num:
             raise ValueError(f"{PROCESS_ID_ENV}={pid} is invalid: accepted values are 0 .. {num - 1}")
-        if os.environ.get("JAX_PLATFORMS", "cpu").split(",")[0] == "cpu":
-            jax.config.update("jax_cpu_collectives_implementation", "gloo")
+        # CPU devices' collectives across processes (the option concerns the CPU client only)
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
         jax.distributed.initialize(
             coordinator_address=address,
             num_processes=num,

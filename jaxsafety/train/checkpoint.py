@@ -5,6 +5,10 @@ mid-save leaves the previous checkpoint intact (its partial temp directory is cl
 Typed PRNG keys (``jax.random.key``) are stored as their raw key data and re-wrapped on restore, so a training state
 holding keys restores exactly and the resumed run continues bit-identically.
 
+In a multi-process job (:mod:`jaxsafety.distributed`) every process calls save and restore together: orbax
+writes each process's shards and commits the step once all are written. A restore takes the target's shardings,
+so a checkpoint restores under another process count or mesh (resharded), e.g. a job resumed on fewer hosts.
+
 Corruption after the save (a flipped byte on disk, a truncated or deleted file) is caught on restore. Orbax and
 TensorStore check the OCDBT manifest's CRC-32C, but not the array chunks: a flipped byte inside a zstd-compressed
 chunk decompresses to different numbers without an error. So every save also stores, in the same atomic commit,
@@ -34,6 +38,7 @@ import orbax.checkpoint as ocp
 import tensorstore as ts
 
 from jaxsafety.config import check_range
+from jaxsafety.distributed import is_main, sync
 
 __all__ = ["CheckpointError", "Checkpointer", "CorruptCheckpointError", "array_checksums"]
 
@@ -184,7 +189,8 @@ class Checkpointer:
         check_range("keep_last", keep_last, ge=1, integer=True)
         self.directory = Path(directory).absolute()
         self.save_every = save_every
-        # arrays sharded over several processes are not addressable from one host: no checksums there
+        # arrays sharded over several processes are not addressable from one host: no checksums there (a
+        # checkpoint of a multi-process job restores anywhere, resharded, but is not verified)
         self.checksums = bool(checksums) and jax.process_count() == 1
         options = ocp.CheckpointManagerOptions(
             max_to_keep=keep_last,
@@ -297,13 +303,15 @@ class Checkpointer:
             except CorruptCheckpointError as err:
                 failed.append(err)
                 continue
-            for err in failed:
-                print(
-                    f"{err}; {self._set_aside(err.step)}, resuming from step {step}",
-                    file=sys.stderr,
-                    flush=True,
-                )
+            for err in failed:  # in a multi-process job process 0 moves the steps, the others wait for it
+                if is_main():
+                    print(
+                        f"{err}; {self._set_aside(err.step)}, resuming from step {step}",
+                        file=sys.stderr,
+                        flush=True,
+                    )
             if failed:
+                sync("jaxsafety-checkpoint-set-aside")
                 self._mgr.reload()
             return step, state
         if not failed:
