@@ -38,7 +38,7 @@ import orbax.checkpoint as ocp
 import tensorstore as ts
 
 from jaxsafety.config import check_range
-from jaxsafety.distributed import is_main, sync
+from jaxsafety.distributed import is_main, put_global, sync, to_host
 
 __all__ = ["CheckpointError", "Checkpointer", "CorruptCheckpointError", "array_checksums"]
 
@@ -75,6 +75,47 @@ def _data_to_keys(tree: Any, target: Any) -> Any:
         lambda r, t: jax.random.wrap_key_data(r, impl=jax.random.key_impl(t)) if _is_key(t) else r,
         tree,
         target,
+    )
+
+
+def _replicated() -> jax.sharding.NamedSharding:
+    """Replicated over every device of every process."""
+    mesh = jax.sharding.Mesh(np.asarray(jax.devices()), ("all",))
+    return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+
+
+def _is_host_local(x: Any) -> bool:
+    """An array on this process's devices only, in a multi-process job (orbax saves only global arrays)."""
+    return isinstance(x, jax.Array) and jax.process_count() > 1 and x.is_fully_addressable
+
+
+def _to_global(tree: Any) -> Any:
+    """Host-local arrays (a script that runs the same computation in every process, unsharded) as global arrays
+    replicated over all devices: every process holds the same values, and orbax writes them once."""
+    if jax.process_count() == 1:
+        return tree
+    sharding = _replicated()
+    return jax.tree.map(lambda x: put_global(x, sharding) if _is_host_local(x) else x, tree)
+
+
+def _abstract(target: Any) -> Any:
+    """What orbax restores into: the target's shapes, dtypes and shardings (host-local leaves: replicated)."""
+    sharding = _replicated() if jax.process_count() > 1 else None
+
+    def one(x: Any) -> Any:
+        if _is_host_local(x):
+            return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding)
+        return ocp.utils.to_shape_dtype_struct(x)
+
+    return jax.tree.map(one, target)
+
+
+def _to_target_placement(tree: Any, target: Any) -> Any:
+    """Restored leaves whose target was host-local back on the target's devices."""
+    if jax.process_count() == 1:
+        return tree
+    return jax.tree.map(
+        lambda r, t: jax.device_put(to_host(r), t.sharding) if _is_host_local(t) else r, tree, target
     )
 
 
@@ -216,7 +257,7 @@ class Checkpointer:
         """Save ``state`` at ``step`` if the interval says so (or ``force``). Returns whether a save started."""
         if not (force or self.should_save(step)):
             return False
-        data, meta = _keys_to_data(state), dict(metadata or {})
+        data, meta = _to_global(_keys_to_data(state)), dict(metadata or {})
         items: dict[str, Any] = {"state": ocp.args.StandardSave(data), "meta": ocp.args.JsonSave(meta)}
         if self.checksums:
             sums = {
@@ -244,7 +285,7 @@ class Checkpointer:
         step = self.latest_step() if step is None else step
         if step is None:
             raise FileNotFoundError(f"no checkpoint in {self.directory}")
-        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, _keys_to_data(target))
+        abstract = _abstract(_keys_to_data(target))
         verify = self._has_checksums(step)
         items = {"state": ocp.args.StandardRestore(abstract)}
         if verify:
@@ -264,7 +305,7 @@ class Checkpointer:
             more = f" and {len(bad) - 1} more" if len(bad) > 1 else ""
             reason = f"checksum mismatch in {bad[0]}{more} ({len(bad)} of {compared} checked)"
             raise CorruptCheckpointError(self.directory, step, reason, mismatch=True)
-        return _data_to_keys(out["state"], target)
+        return _data_to_keys(_to_target_placement(out["state"], _keys_to_data(target)), target)
 
     def _has_checksums(self, step: int) -> bool:
         # checkpoints saved without checksums have no such item; looked up on disk (the manager keeps each step in

@@ -6,7 +6,8 @@ one job over a localhost coordinator (gloo collectives on CPU), each driving its
   2-process run did;
 - LoRA fine-tuning over 2 processes matches one device;
 - a process killed mid-run makes the launcher exit non-zero within seconds, with one line naming it;
-- only process 0 writes event files; the pretraining script gives the single-process results under the launcher.
+- only process 0 writes event files; the pretraining script gives the single-process results under the launcher;
+- a script that does not shard runs (the same computation in each process) and resumes from its checkpoints.
 """
 
 from __future__ import annotations
@@ -151,6 +152,35 @@ def test_pretrain_script_under_the_launcher_matches_one_process(tmp_path):
     ea.Reload()
     assert [e.step for e in ea.Scalars("train/loss")] == list(range(5, 41, 5))  # once each: one writer
     assert (run / "hf" / "config.json").is_file() and (run / "learning_curve.png").is_file()
+
+
+@pytest.mark.slow
+def test_unsharded_script_runs_and_resumes_under_the_launcher(tmp_path):
+    """A script that does not shard (``experiments/smoke.py``) runs the same computation in each process: its
+    host-local checkpoints are saved as replicated global arrays, and a rerun resumes from them in 2 processes."""
+    script = REPO / "experiments" / "smoke.py"
+    common = ("--smoke", "--out-dir", str(tmp_path))
+    _ok(_single(1, script, *common, "--run-name", "one", cwd=tmp_path))
+    _ok(_launch(2, 1, script, *common, "--run-name", "two", cwd=tmp_path))
+    ckpts = tmp_path / "smoke" / "two" / "checkpoints"
+    steps = sorted(int(p.name) for p in ckpts.iterdir())
+    shutil.rmtree(ckpts / str(steps[-1]))  # resume from the one before
+    (tmp_path / "smoke" / "two" / "results.json").unlink()
+    resumed = _launch(2, 1, script, *common, "--run-name", "two", cwd=tmp_path)
+    _ok(resumed)
+    one, two = (json.loads((tmp_path / "smoke" / r / "results.json").read_text()) for r in ("one", "two"))
+    assert two["test_accuracy"] == one["test_accuracy"]
+    assert two["test_loss"] == pytest.approx(one["test_loss"], abs=1e-6)
+    events = sorted(
+        (tmp_path / "smoke" / "two").glob("events.out.tfevents.*"), key=lambda p: p.stat().st_mtime
+    )
+    assert len(events) == 2  # one per run, of process 0
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    ea = EventAccumulator(str(events[-1]), size_guidance={"scalars": 0})
+    ea.Reload()
+    logged = [e.step for e in ea.Scalars("train/loss")]
+    assert logged and min(logged) > steps[-2]  # the rerun trained only past the checkpoint it resumed from
 
 
 # ---------------------------------------------------------------------------------------------------------------
