@@ -48,7 +48,7 @@ from jaxsafety.judges import (
     preference_tensor,
     rank_correlations,
     round_robin_tournament,
-    swim_tournament,
+    insertion_tournament,
 )
 from jaxsafety.train import progress
 from jaxsafety.train.experiment import Run, start_run
@@ -175,7 +175,7 @@ def study_judge(cfg: JudgeTournamentsConfig, strength: float, judge_seed: int) -
     }
 
     for r, k in zip(cfg.swim_repeats, jax.random.split(k_swim, len(cfg.swim_repeats)), strict=True):
-        res = swim_tournament(cached, n, num_i, key=k, repeats=r)
+        res = insertion_tournament(cached, n, num_i, key=k, repeats=r)
         c = rank_correlations(res.scores, truth)
         out[f"swim_r{r}"] = {
             "spearman": c.spearman,

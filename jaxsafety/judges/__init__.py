@@ -43,8 +43,8 @@ from jaxsafety.judges.metrics import (
 from jaxsafety.judges.tournaments import (
     TournamentResult,
     baseline_tournament,
+    insertion_tournament,
     round_robin_tournament,
-    swim_tournament,
 )
 
 _LAZY = {
@@ -77,6 +77,7 @@ __all__ = [
     "baseline_win_rates",
     "bootstrap_bradley_terry",
     "fit_bradley_terry",
+    "insertion_tournament",
     "make_comparisons",
     "make_generated_responses",
     "make_simulated_judge",
@@ -86,7 +87,6 @@ __all__ = [
     "rank_correlations",
     "read_comparisons_csv",
     "round_robin_tournament",
-    "swim_tournament",
     "to_csv",
     "to_elo",
     "train_lm_judge",

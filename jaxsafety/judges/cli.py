@@ -360,7 +360,7 @@ def tournament_cmd(cfg: TournamentConfig) -> None:
 
     from jaxsafety.judges.judges import CachedJudge, make_simulated_judge
     from jaxsafety.judges.metrics import rank_correlations
-    from jaxsafety.judges.tournaments import baseline_tournament, round_robin_tournament, swim_tournament
+    from jaxsafety.judges.tournaments import baseline_tournament, insertion_tournament, round_robin_tournament
     from jaxsafety.xla_flags import enable_compilation_cache
 
     enable_compilation_cache()
@@ -386,7 +386,7 @@ def tournament_cmd(cfg: TournamentConfig) -> None:
     if cfg.format == "round_robin":
         res = round_robin_tournament(cached, n, num_i, budget=cfg.budget)
     elif cfg.format == "swim":
-        res = swim_tournament(cached, n, num_i, key=k_tournament, repeats=cfg.repeats, budget=cfg.budget)
+        res = insertion_tournament(cached, n, num_i, key=k_tournament, repeats=cfg.repeats, budget=cfg.budget)
     else:
         res = baseline_tournament(cached, n, num_i, baseline=cfg.baseline, budget=cfg.budget)
     corr = rank_correlations(res.scores, truth)

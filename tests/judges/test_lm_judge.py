@@ -33,7 +33,7 @@ from jaxsafety.judges.lm_judge import (
     untrained_lm_judge,
 )
 from jaxsafety.judges.metrics import position_consistency, rank_correlations
-from jaxsafety.judges.tournaments import round_robin_tournament, swim_tournament
+from jaxsafety.judges.tournaments import insertion_tournament, round_robin_tournament
 from jaxsafety.train.pretrained import ArithmeticLMConfig, arithmetic_lm
 
 ARITH = LMJudgeConfig()  # the arithmetic judge: 3 layers, d_model 32, operands 0..4, 1600 steps
@@ -160,7 +160,7 @@ def _tournament_checks(judge: LMJudge, task, *, min_spearman: float | None, swim
     np.testing.assert_allclose(pc.first_shown_win_rate, np.mean(first), rtol=1e-5)
     out = {"round_robin": rho, "position_consistency": pc.rate, "first_rate": pc.first_shown_win_rate}
     if swim_key is not None:
-        swim = swim_tournament(cached, num_models, num_ins, key=jax.random.key(swim_key), repeats=5)
+        swim = insertion_tournament(cached, num_models, num_ins, key=jax.random.key(swim_key), repeats=5)
         out["swim"] = rank_correlations(swim.scores, task.accuracy).spearman
         # Swim makes few, coarse decisions (5 instructions per match) and the judge's verdict on two wrong answers
         # is unconstrained, so models of near-equal accuracy may swap: only clearly separated models are checked

@@ -1,5 +1,6 @@
-"""Tournaments with simulated judges: Swim sorts a transitive noiseless judge exactly within n ceil(log2 n)
-matches, round robin + Bradley-Terry recovers the latent order, baseline-anchored rankings depend on the baseline
+"""Tournaments with simulated judges: Swim (Swiss rounds) recovers a transitive noiseless judge's order within its
+rounds and equals round robin + Bradley-Terry once every pair is played, its pairing repeats no pair until it
+must; insertion sorts a transitive noiseless judge exactly within n ceil(log2 n) matches, round robin + Bradley-Terry recovers the latent order, baseline-anchored rankings depend on the baseline
 only when the judge is non-transitive; budgets, the cache and the string-judge adapter."""
 
 from __future__ import annotations
@@ -19,18 +20,20 @@ from jaxsafety.judges.metrics import rank_correlations
 from jaxsafety.judges.tournaments import (
     baseline_tournament,
     bradley_terry_aggregate,
+    insertion_max_matches,
+    insertion_tournament,
     round_robin_tournament,
-    swim_max_matches,
+    swim_rounds,
     swim_tournament,
+    swiss_pairing,
 )
 
 KEY = jax.random.key(0)
 
 
-def _local_bradley_terry(comparisons: Comparisons, num_models: int) -> np.ndarray:
+def _local_bradley_terry(comparisons: Comparisons, num_models: int, l2: float = 1e-3) -> np.ndarray:
     """Independent Bradley-Terry fit (soft labels, small ridge) by scipy L-BFGS."""
     a, b, y = comparisons.model_a, comparisons.model_b, comparisons.prob_a
-    l2 = 1e-3
 
     def loss(s):
         d = s[a] - s[b]
@@ -53,28 +56,30 @@ def sorted_judge():
 
 
 @pytest.mark.parametrize("num_models", [1, 2, 3, 5, 7, 8, 13, 16, 21])
-def test_swim_sorts_transitive_noiseless_judge_exactly(sorted_judge, num_models):
+def test_insertion_sorts_transitive_noiseless_judge_exactly(sorted_judge, num_models):
     # Soft judge with a position bias larger than the skill gaps (a single order would be fooled, both orders
     # cancel it), and a hard judge (verdicts 1 / 0.5 / 0) whose bias is below the gaps (above them every hard
     # verdict would be "first shown wins" and the debiased preference a tie).
     skill = sorted_judge.skill[:num_models]
     for judge in (sorted_judge, sorted_judge._replace(hard=True, position_bias=0.3)):
         for repeats in (1, 3):
-            result = swim_tournament(judge, num_models, 10, key=jax.random.key(num_models), repeats=repeats)
+            result = insertion_tournament(
+                judge, num_models, 10, key=jax.random.key(num_models), repeats=repeats
+            )
             np.testing.assert_array_equal(result.ranking, np.argsort(-skill, kind="stable"))
             bound = num_models * math.ceil(math.log2(num_models)) if num_models > 1 else 0
-            assert result.num_matches <= swim_max_matches(num_models) <= bound
+            assert result.num_matches <= insertion_max_matches(num_models) <= bound
             assert result.num_calls == result.num_matches * repeats * 2 == result.comparisons.num_comparisons
             assert not result.exhausted and not result.unranked.any()
 
 
-def test_swim_single_order_is_fooled_by_position_bias_and_budget_exhaustion():
+def test_insertion_single_order_is_fooled_by_position_bias_and_budget_exhaustion():
     skill = np.linspace(0.0, 0.5, N_MODELS)
     judge = make_simulated_judge(KEY, N_MODELS, N_INSTR, skill=skill, position_bias=3.0)
-    one_order = swim_tournament(judge, N_MODELS, N_INSTR, key=KEY, both_orders=False)
+    one_order = insertion_tournament(judge, N_MODELS, N_INSTR, key=KEY, both_orders=False)
     assert not np.array_equal(one_order.ranking, judge.true_ranking())  # the new model always wins when first
 
-    result = swim_tournament(
+    result = insertion_tournament(
         judge, N_MODELS, N_INSTR, key=KEY, repeats=2, budget=21
     )  # 4 calls per match -> 5 matches
     assert result.exhausted and result.num_matches == 5 and result.num_calls == 20
@@ -87,21 +92,23 @@ def test_swim_single_order_is_fooled_by_position_bias_and_budget_exhaustion():
     assert np.all(np.diff(skill[ranked]) < 0)
     assert result.unranked[result.ranking[N_MODELS - num_unranked + 1 :]].all()
     with pytest.raises(ConfigError, match="budget=3"):
-        swim_tournament(judge, N_MODELS, N_INSTR, key=KEY, repeats=2, budget=3)
+        insertion_tournament(judge, N_MODELS, N_INSTR, key=KEY, repeats=2, budget=3)
     with pytest.raises(ConfigError, match="repeats=13"):
-        swim_tournament(judge, N_MODELS, N_INSTR, key=KEY, repeats=13)
+        insertion_tournament(judge, N_MODELS, N_INSTR, key=KEY, repeats=13)
 
 
-def test_swim_is_deterministic_and_refits_scores():
+def test_insertion_is_deterministic_and_refits_scores():
     judge = make_simulated_judge(KEY, N_MODELS, N_INSTR, skill_scale=1.5, noise=0.3)
-    first = swim_tournament(judge, N_MODELS, N_INSTR, key=KEY, repeats=3)
-    again = swim_tournament(judge, N_MODELS, N_INSTR, key=KEY, repeats=3)
+    first = insertion_tournament(judge, N_MODELS, N_INSTR, key=KEY, repeats=3)
+    again = insertion_tournament(judge, N_MODELS, N_INSTR, key=KEY, repeats=3)
     np.testing.assert_array_equal(first.ranking, again.ranking)
     np.testing.assert_array_equal(first.comparisons.instruction, again.comparisons.instruction)
     # Instructions within one match are distinct (drawn without replacement).
     per_match = first.comparisons.instruction.reshape(first.num_matches, 2, 3)[:, 0]
     assert all(len(set(row)) == 3 for row in per_match.tolist())
-    refit = swim_tournament(judge, N_MODELS, N_INSTR, key=KEY, repeats=3, aggregate=bradley_terry_aggregate)
+    refit = insertion_tournament(
+        judge, N_MODELS, N_INSTR, key=KEY, repeats=3, aggregate=bradley_terry_aggregate
+    )
     assert rank_correlations(refit.scores, judge.skill).spearman > 0.9
     assert rank_correlations(first.scores, judge.skill).spearman > 0.9
 
@@ -187,7 +194,7 @@ def test_cache_counts_judge_calls():
     assert cached.num_calls == 120 and cached.num_requests == 240 and cached.num_hits == 120
     np.testing.assert_array_equal(first.ranking, second.ranking)
     baseline_tournament(cached, n, num_i, baseline=0)  # a subset of the round robin's comparisons
-    swim_tournament(cached, n, num_i, key=KEY, repeats=2)
+    insertion_tournament(cached, n, num_i, key=KEY, repeats=2)
     assert cached.num_calls == 120 and len(seen) == 120
     # Duplicates inside one request reach the judge once; the two orders are different entries.
     cached.clear()
@@ -246,3 +253,116 @@ def test_default_aggregate_agrees_with_independent_fit():
     result = round_robin_tournament(judge, N_MODELS, N_INSTR)  # default: bradley_terry_aggregate
     local = _local_bradley_terry(result.comparisons, N_MODELS)
     np.testing.assert_allclose(result.scores - result.scores.mean(), local - local.mean(), atol=0.05)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Swim: Swiss-system rounds on the Bradley-Terry ranking
+
+
+@pytest.mark.parametrize("num_models", [2, 3, 5, 8, 13, 16, 21])
+def test_swim_recovers_transitive_noiseless_judge(sorted_judge, num_models):
+    """A soft judge (preferences from skill gaps, both orders cancelling a large position bias) is ranked exactly
+    within the paper's ceil(log2 n) rounds; a hard judge (verdicts 1 / 0.5 / 0) carries no margin for
+    Bradley-Terry to use and needs about n rounds, the Swiss system sorting like odd-even transposition."""
+    truth = np.argsort(-sorted_judge.skill[:num_models], kind="stable")
+    soft = swim_tournament(sorted_judge, num_models, 10, key=jax.random.key(num_models))
+    np.testing.assert_array_equal(soft.ranking, truth)
+    rounds = swim_rounds(num_models)
+    assert rounds == math.ceil(math.log2(num_models))
+    assert soft.num_matches == rounds * (num_models // 2)
+    assert soft.num_calls == soft.num_matches * 2 == soft.comparisons.num_comparisons
+    hard_judge = sorted_judge._replace(hard=True, position_bias=0.3)
+    hard = swim_tournament(hard_judge, num_models, 10, key=jax.random.key(num_models), rounds=num_models)
+    np.testing.assert_array_equal(hard.ranking, truth)
+
+
+def _repeat_free_matching_exists(models: list[int], played: np.ndarray) -> bool:
+    """Brute force: can ``models`` be split into pairs none of which has played?"""
+    if not models:
+        return True
+    first, rest = models[0], models[1:]
+    return any(
+        not played[first, m] and _repeat_free_matching_exists([x for x in rest if x != m], played)
+        for m in rest
+    )
+
+
+@pytest.mark.parametrize("num_models", [4, 5, 6, 7, 8, 9])
+def test_swiss_pairing_repeats_no_pair_until_it_must(num_models):
+    rng = np.random.default_rng(num_models)
+    played = np.zeros((num_models, num_models), dtype=bool)
+    byes = np.zeros(num_models, dtype=bool)
+    forced = 0
+    for _ in range(2 * num_models):
+        ranking = rng.permutation(num_models)
+        pairs, bye = swiss_pairing(ranking, played, byes=byes)
+        covered = sorted([*pairs.ravel().tolist(), *([bye] if bye is not None else [])])
+        assert covered == list(range(num_models))  # everyone plays once (or has the bye)
+        assert (bye is None) == (num_models % 2 == 0)
+        if bye is not None:
+            assert not byes[bye] or byes.all()  # a second bye only once everyone had one
+            if not byes.all():
+                byes[bye] = True
+            else:
+                byes[:] = False
+                byes[bye] = True
+        position = np.argsort(ranking)
+        assert (position[pairs[:, 0]] < position[pairs[:, 1]]).all()  # higher-ranked model first
+        if played[pairs[:, 0], pairs[:, 1]].any():
+            forced += 1
+            candidates = [None] if bye is None else [m for m in range(num_models)]
+            assert not any(
+                _repeat_free_matching_exists([m for m in range(num_models) if m != c], played)
+                for c in candidates
+            ), "a pair was repeated although a repeat-free pairing existed"
+        played[pairs[:, 0], pairs[:, 1]] = played[pairs[:, 1], pairs[:, 0]] = True
+    assert forced > 0  # 2n rounds exhaust the pairs: the fallback was exercised
+
+
+def test_swiss_pairing_pairs_neighbours_when_it_can():
+    ranking = np.asarray([3, 0, 2, 1, 5, 4])
+    pairs, bye = swiss_pairing(ranking, np.zeros((6, 6), dtype=bool))
+    np.testing.assert_array_equal(pairs, [[3, 0], [2, 1], [5, 4]])
+    assert bye is None
+    played = np.zeros((6, 6), dtype=bool)
+    played[3, 0] = played[0, 3] = played[2, 1] = played[1, 2] = True
+    pairs, _ = swiss_pairing(ranking, played)
+    np.testing.assert_array_equal(pairs, [[3, 2], [0, 1], [5, 4]])  # the closest new opponents
+    pairs, bye = swiss_pairing([3, 0, 2, 1, 4], np.zeros((5, 5), dtype=bool))
+    assert bye == 4 and pairs.tolist() == [[3, 0], [2, 1]]  # odd: the lowest-ranked sits out
+    with pytest.raises(ConfigError, match="ranking"):
+        swiss_pairing([0, 1, 1], np.zeros((3, 3), dtype=bool))
+
+
+def test_swim_with_every_pair_played_equals_round_robin(sorted_judge):
+    """4 models, 3 rounds: the Swiss rounds play every pair once; on every instruction of the pool that is the
+    round robin's set of judgements, so the Bradley-Terry scores agree (and agree with an independent fit)."""
+    judge = sorted_judge._replace(position_bias=0.5)
+    swim = swim_tournament(judge, 4, 10, key=KEY, rounds=3, repeats=10)
+    pairs = {tuple(sorted(p)) for p in zip(swim.comparisons.model_a, swim.comparisons.model_b)}
+    assert pairs == set(itertools.combinations(range(4), 2)) and swim.num_matches == 6
+    rr = round_robin_tournament(judge, 4, 10)
+    assert swim.num_calls == rr.num_calls
+    np.testing.assert_allclose(swim.scores, rr.scores, atol=1e-6)
+    independent = _local_bradley_terry(swim.comparisons, 4, l2=1e-6)  # the library's default prior
+    np.testing.assert_allclose(swim.scores - swim.scores.mean(), independent - independent.mean(), atol=1e-3)
+
+
+def test_swim_budget_and_bad_input():
+    judge = make_simulated_judge(KEY, N_MODELS, N_INSTR)
+    full = swim_tournament(judge, N_MODELS, N_INSTR, key=KEY, repeats=2)
+    assert full.num_matches == swim_rounds(N_MODELS) * N_MODELS // 2 and not full.exhausted
+    for budget in (4, 17, 40, 999):
+        res = swim_tournament(judge, N_MODELS, N_INSTR, key=KEY, repeats=2, budget=budget)
+        assert res.num_calls <= budget and res.num_calls == res.num_matches * 4
+        assert res.exhausted == (budget < full.num_calls)
+        if budget >= full.num_calls:
+            np.testing.assert_array_equal(res.ranking, full.ranking)
+    again = swim_tournament(judge, N_MODELS, N_INSTR, key=KEY, repeats=2)
+    np.testing.assert_array_equal(again.ranking, full.ranking)  # deterministic in the key
+    with pytest.raises(ConfigError, match="budget=3 is invalid"):
+        swim_tournament(judge, N_MODELS, N_INSTR, key=KEY, repeats=2, budget=3)
+    with pytest.raises(ConfigError, match="rounds=0 is invalid"):
+        swim_tournament(judge, N_MODELS, N_INSTR, key=KEY, rounds=0)
+    with pytest.raises(ConfigError, match="num_models=1 is invalid"):
+        swim_tournament(judge, 1, N_INSTR, key=KEY)
