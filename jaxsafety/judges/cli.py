@@ -4,9 +4,10 @@
 
     python -m jaxsafety.judges fit --input comparisons.csv --output ratings.json [--bootstrap 200] [--seed 0]
         [--ties half|davidson] [--l2 1e-6] [--anchor MODEL] [--method auto|newton|newman|mm]
-    python -m jaxsafety.judges tournament --judge simulated|lm --format round_robin|swim|baseline --output result.json
-        [--num-models 8] [--num-instructions 32] [--nontransitivity 0] [--position-bias 0] [--noise 0]
-        [--baseline 0] [--repeats 3] [--budget N] [--seed 0] [--comparisons-csv comparisons.csv]
+    python -m jaxsafety.judges tournament --judge simulated|lm --format round_robin|swim|insertion|baseline
+        --output result.json [--num-models 8] [--num-instructions 32] [--nontransitivity 0] [--position-bias 0]
+        [--noise 0] [--baseline 0] [--repeats 3] [--rounds N] [--budget N] [--seed 0]
+        [--comparisons-csv comparisons.csv]
 
 ``fit`` reads a comparisons CSV (:func:`~jaxsafety.judges.data.read_comparisons_csv`: ``model_a, model_b`` and
 ``winner`` in {a, b, tie} or ``prob_a``; optional ``instruction``, ``position``), fits Bradley-Terry, prints the
@@ -57,7 +58,7 @@ from jaxsafety.io import check_output_path, write_atomic, write_json_atomic
 __all__ = ["FitConfig", "TournamentConfig", "main"]
 
 ELO_SCALE, ELO_BASE, ELO_RATING = 400.0, 10.0, 1000.0
-FORMATS = ("round_robin", "swim", "baseline")
+FORMATS = ("round_robin", "swim", "insertion", "baseline")
 JUDGES = ("simulated", "lm")
 # PNT / SNTD work on [I, T] arrays with T = n(n-1)(n-2)/6 triplets; above this many models they are skipped.
 MAX_NONTRANSITIVITY_MODELS = 64
@@ -266,7 +267,9 @@ def fit_cmd(cfg: FitConfig, inputs: _FitInputs) -> None:
 class TournamentConfig:
     """``tournament``: rank models with a simulated judge or the zoo LM judge."""
 
-    format: str = option(help="round_robin, swim or baseline")
+    format: str = option(
+        help="round_robin, swim (Swiss-Wise Iterative Matchmaking), insertion (binary-search insertion) or baseline"
+    )
     output: Path = option(help="JSON file to write (atomically)")
     judge: str = option(
         "simulated",
@@ -282,7 +285,8 @@ class TournamentConfig:
     position_bias: float = option(0.0, help="logit bonus of the first-shown response")
     noise: float = option(0.0, help="standard deviation of the judge's logit noise")
     baseline: int = option(0, help="baseline model index (format baseline)")
-    repeats: int = option(3, help="instructions per Swim match")
+    repeats: int = option(3, help="instructions per match (swim, insertion)")
+    rounds: int | None = option(None, help="swim: Swiss rounds (default ceil(log2 num_models))")
     budget: int | None = option(None, help="judge-call budget (default: unlimited)")
     seed: int = option(0, help="seed of the judge and the tournament's draws")
     comparisons_csv: Path | None = option(None, help="also write the comparisons (readable by fit)")
@@ -302,8 +306,11 @@ class TournamentConfig:
         check_range("seed", self.seed, ge=0, integer=True)
         if self.format == "baseline":
             check_range("baseline", self.baseline, ge=0, lt=self.num_models, integer=True)
-        if self.format == "swim":
+        if self.format in ("swim", "insertion"):
             check_range("repeats", self.repeats, ge=1, le=self.num_instructions, integer=True)
+        if self.rounds is not None:
+            check(self.format == "swim", "rounds", self.rounds, "unset unless --format swim")
+            check_range("rounds", self.rounds, ge=1, integer=True)
         if self.budget is not None:
             check_range("budget", self.budget, ge=1, integer=True)
         if self.judge == "lm":
@@ -360,7 +367,13 @@ def tournament_cmd(cfg: TournamentConfig) -> None:
 
     from jaxsafety.judges.judges import CachedJudge, make_simulated_judge
     from jaxsafety.judges.metrics import rank_correlations
-    from jaxsafety.judges.tournaments import baseline_tournament, insertion_tournament, round_robin_tournament
+    from jaxsafety.judges.tournaments import (
+        baseline_tournament,
+        insertion_tournament,
+        round_robin_tournament,
+        swim_rounds,
+        swim_tournament,
+    )
     from jaxsafety.xla_flags import enable_compilation_cache
 
     enable_compilation_cache()
@@ -386,6 +399,10 @@ def tournament_cmd(cfg: TournamentConfig) -> None:
     if cfg.format == "round_robin":
         res = round_robin_tournament(cached, n, num_i, budget=cfg.budget)
     elif cfg.format == "swim":
+        res = swim_tournament(
+            cached, n, num_i, key=k_tournament, rounds=cfg.rounds, repeats=cfg.repeats, budget=cfg.budget
+        )
+    elif cfg.format == "insertion":
         res = insertion_tournament(cached, n, num_i, key=k_tournament, repeats=cfg.repeats, budget=cfg.budget)
     else:
         res = baseline_tournament(cached, n, num_i, baseline=cfg.baseline, budget=cfg.budget)
@@ -419,7 +436,8 @@ def tournament_cmd(cfg: TournamentConfig) -> None:
         },
         "format": cfg.format,
         "baseline": names[cfg.baseline] if cfg.format == "baseline" else None,
-        "repeats": cfg.repeats if cfg.format == "swim" else None,
+        "repeats": cfg.repeats if cfg.format in ("swim", "insertion") else None,
+        "rounds": (cfg.rounds or swim_rounds(n)) if cfg.format == "swim" else None,
         "budget": cfg.budget,
         "ranking": ranking,
         "true_ranking": [names[i] for i in true_order.tolist()],

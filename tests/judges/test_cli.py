@@ -151,7 +151,7 @@ def test_fit_bad_input_exits_2_and_writes_nothing(tmp_path, capsys):
     ]
 
 
-@pytest.mark.parametrize("fmt", ["round_robin", "swim"])
+@pytest.mark.parametrize("fmt", ["round_robin", "swim", "insertion"])
 def test_tournament_with_transitive_judge_is_exact_and_its_csv_refits(tmp_path, capsys, fmt):
     n, num_i = 7, 6
     out, comps = tmp_path / "result.json", tmp_path / "comparisons.csv"
@@ -202,6 +202,8 @@ def test_tournament_with_transitive_judge_is_exact_and_its_csv_refits(tmp_path, 
             "error: position_bias=inf is invalid: accepted values are finite numbers",
         ),
         (["--format", "knockout"], "error: format='knockout' is invalid"),
+        (["--rounds", "3"], "error: rounds=3 is invalid: accepted values are unset unless --format swim"),
+        (["--format", "swim", "--rounds", "0"], "error: rounds=0 is invalid"),
     ],
 )
 def test_tournament_lm_judge_bad_flags_exit_2_before_training(tmp_path, capsys, extra, match):
