@@ -11,8 +11,13 @@ judges (the same latent skills, styles and noise draws at every strength, so the
 (b) **Non-transitivity of the judge**: PNT and SNTD (:func:`~jaxsafety.judges.non_transitivity`) of the
     position-debiased preference tensor over all instructions (from the round robin's comparisons).
 (c) **Ranking quality against cost**: Spearman / Kendall against the true ranking for baseline-anchored rankings
-    (mean over baselines), a round robin aggregated with Bradley-Terry, and Swim (binary-search insertion) at
-    several ``swim_repeats``, with each tournament's judge calls as a fraction of the round robin's.
+    (mean over baselines), a round robin aggregated with Bradley-Terry, and, at matched judge-call budgets, the
+    paper's Swim (Swiss-Wise Iterative Matchmaking: ``ceil(log2 n)`` Swiss rounds on the refitted Bradley-Terry
+    ranking, :func:`~jaxsafety.judges.swim_tournament`) with ``repeats`` instructions per match for each of
+    ``swim_repeats``, binary-search insertion (:func:`~jaxsafety.judges.insertion_tournament`) at the same
+    repeats capped at Swim's judge calls, and a round robin cut to Swim's judge calls (its first whole
+    instructions, where at least one fits); each tournament's judge calls as a fraction of the full round
+    robin's.
 
     python experiments/judge_tournaments.py --smoke      # < 1 min on CPU
     python experiments/judge_tournaments.py              # full study (about a minute)
@@ -43,12 +48,14 @@ from jaxsafety.config import check, check_range, parse_cli
 from jaxsafety.judges import (
     CachedJudge,
     baseline_tournament,
+    insertion_tournament,
     make_simulated_judge,
     non_transitivity,
     preference_tensor,
     rank_correlations,
     round_robin_tournament,
-    insertion_tournament,
+    swim_rounds,
+    swim_tournament,
 )
 from jaxsafety.train import progress
 from jaxsafety.train.experiment import Run, start_run
@@ -70,7 +77,7 @@ class JudgeTournamentsConfig:
     style_jitter: float = 0.3  # per-instruction jitter of the style angles (radians)
     position_bias: float = 0.5  # logit bonus of the response shown first
     noise: float = 0.5  # std of the judge's logit noise per (instruction, ordered pair)
-    swim_repeats: tuple[int, ...] = (1, 3, 5, 10, 20)  # instructions per Swim match
+    swim_repeats: tuple[int, ...] = (1, 3, 5, 10, 20)  # instructions per Swim (and insertion) match
     headline_strength: float = 1.0  # the strength of the printed headline sentence (one of ``strengths``)
 
     def __post_init__(self) -> None:
@@ -117,8 +124,20 @@ def parse_args(argv: list[str]) -> JudgeTournamentsConfig:
     return parse_cli(JudgeTournamentsConfig, argv, presets=presets, description=__doc__.splitlines()[0])
 
 
+def matched_round_robin(cfg: JudgeTournamentsConfig) -> list[int]:
+    """The repeats at which Swim's judge calls buy a round robin at least one whole instruction."""
+    pairs = cfg.num_models * (cfg.num_models - 1) // 2
+    return [r for r in cfg.swim_repeats if swim_rounds(cfg.num_models) * (cfg.num_models // 2) * r >= pairs]
+
+
 def method_names(cfg: JudgeTournamentsConfig) -> list[str]:
-    return ["baseline", "round_robin", *(f"swim_r{r}" for r in cfg.swim_repeats)]
+    return [
+        "baseline",
+        "round_robin",
+        *(f"swim_r{r}" for r in cfg.swim_repeats),
+        *(f"insertion_r{r}" for r in cfg.swim_repeats),
+        *(f"rr_matched_r{r}" for r in matched_round_robin(cfg)),
+    ]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -174,15 +193,26 @@ def study_judge(cfg: JudgeTournamentsConfig, strength: float, judge_seed: int) -
         "max_rank_change": int(rank_range.max()),
     }
 
-    for r, k in zip(cfg.swim_repeats, jax.random.split(k_swim, len(cfg.swim_repeats)), strict=True):
-        res = insertion_tournament(cached, n, num_i, key=k, repeats=r)
+    def record(name: str, res: Any) -> None:
         c = rank_correlations(res.scores, truth)
-        out[f"swim_r{r}"] = {
+        out[name] = {
             "spearman": c.spearman,
             "kendall": c.kendall,
             "fraction": res.num_calls / rr.num_calls,
             "matches": res.num_matches,
+            "exhausted": bool(res.exhausted),
         }
+
+    matched = matched_round_robin(cfg)
+    for r, k in zip(cfg.swim_repeats, jax.random.split(k_swim, len(cfg.swim_repeats)), strict=True):
+        swim = swim_tournament(cached, n, num_i, key=k, repeats=r)
+        record(f"swim_r{r}", swim)
+        # the same budget: insertion at the same repeats, capped at Swim's calls; a round robin cut to them
+        record(
+            f"insertion_r{r}", insertion_tournament(cached, n, num_i, key=k, repeats=r, budget=swim.num_calls)
+        )
+        if r in matched:
+            record(f"rr_matched_r{r}", round_robin_tournament(cached, n, num_i, budget=swim.num_calls))
     out["round_robin_calls"] = rr.num_calls
     out["distinct_judge_calls"] = cached.num_calls
     return out
@@ -237,12 +267,13 @@ def nontransitivity_figure(run: Run, cfg: JudgeTournamentsConfig, table: list[di
 def strength_figure(run: Run, cfg: JudgeTournamentsConfig, table: list[dict[str, Any]]) -> None:
     s = np.asarray(cfg.strengths)
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
-    main_swim = f"swim_r{max(cfg.swim_repeats)}"
+    top = max(cfg.swim_repeats)
+    main_lines = {"baseline", "round_robin", f"swim_r{top}", f"insertion_r{top}"}
     for i, m in enumerate(method_names(cfg)):
         mean = np.asarray([row[f"{m}/spearman"] for row in table])
         std = np.asarray([row[f"{m}/spearman_std"] for row in table])
         label = "baseline-anchored (mean over baselines)" if m == "baseline" else m
-        if m.startswith("swim") and m != main_swim:  # fewer repeats: thin lines, no band (readability)
+        if m not in main_lines:  # other repeats and matched round robins: thin lines, no band (readability)
             ax1.plot(s, mean, "-", color=f"C{i}", lw=0.8, alpha=0.7, label=label)
             continue
         ax1.plot(s, mean, "o-", color=f"C{i}", label=label)
@@ -267,26 +298,35 @@ def strength_figure(run: Run, cfg: JudgeTournamentsConfig, table: list[dict[str,
 
 
 def fraction_figure(run: Run, cfg: JudgeTournamentsConfig, table: list[dict[str, Any]]) -> None:
-    """Headline: Spearman against the judge calls used, as a fraction of the round robin's, per strength."""
-    fig, ax = plt.subplots(figsize=(6.8, 4.6))
-    cmap = plt.get_cmap("viridis")
-    swims = [f"swim_r{r}" for r in cfg.swim_repeats]
-    for j, row in enumerate(table):
-        color = cmap(j / max(1, len(table) - 1))
-        fx = [row[f"{m}/fraction"] for m in swims] + [1.0]
-        fy = [row[f"{m}/spearman"] for m in swims] + [row["round_robin/spearman"]]
-        ax.plot(fx, fy, "o-", color=color, label=f"strength {row['strength']:g}")
-        ax.plot([1.0], [row["round_robin/spearman"]], "*", color=color, ms=12)
-        ax.plot([row["baseline/fraction"]], [row["baseline/spearman"]], "s", color=color, ms=7, mfc="none")
-    ax.set_xscale("log")
-    ax.set_xlabel("judge calls / round-robin calls")
-    ax.set_ylabel("Spearman vs true ranking (mean over judges)")
-    ax.set_title(
-        f"o-o Swim (repeats {', '.join(map(str, cfg.swim_repeats))}) -> * round robin + BT;  "
-        "[] baseline-anchored",
-        fontsize=9,
+    """Headline: Spearman against the judge calls used (fraction of the full round robin's), at the lowest, the
+    headline and the highest strength: Swim, insertion capped at Swim's calls, and a round robin cut to them."""
+    picks = sorted({0, list(cfg.strengths).index(cfg.headline_strength), len(table) - 1})
+    fig, axes = plt.subplots(1, len(picks), figsize=(4.6 * len(picks), 4.2), sharey=True, squeeze=False)
+    matched = matched_round_robin(cfg)
+    for ax, j in zip(axes[0], picks, strict=True):
+        row = table[j]
+        for name, marker, color, reps in (
+            ("swim", "o-", "C2", cfg.swim_repeats),
+            ("insertion", "s--", "C3", cfg.swim_repeats),
+            ("rr_matched", "^:", "C1", matched),
+        ):
+            fx = [row[f"{name}_r{r}/fraction"] for r in reps]
+            fy = [row[f"{name}_r{r}/spearman"] for r in reps]
+            label = {"swim": "Swim (Swiss rounds)", "insertion": "insertion (same calls)"}.get(
+                name, "round robin (same calls)"
+            )
+            ax.plot(fx, fy, marker, color=color, label=label)
+        ax.plot([1.0], [row["round_robin/spearman"]], "*", color="C1", ms=12, label="full round robin + BT")
+        ax.plot([row["baseline/fraction"]], [row["baseline/spearman"]], "s", color="C0", mfc="none", ms=8,
+                label="baseline-anchored")  # fmt: skip
+        ax.set_xscale("log")
+        ax.set_xlabel("judge calls / full round-robin calls")
+        ax.set_title(f"non-transitivity {row['strength']:g} (PNT {row['pnt']:.2f})", fontsize=9)
+    axes[0, 0].set_ylabel("Spearman vs true ranking (mean over judges)")
+    axes[0, 0].legend(fontsize=7)
+    fig.suptitle(
+        f"repeats per match {list(cfg.swim_repeats)}; {cfg.num_seeds} judges per strength", fontsize=9
     )
-    ax.legend(fontsize=7, title="non-transitivity", title_fontsize=7)
     fig.tight_layout()
     run.save_figure(fig, "spearman_vs_fraction")
     plt.close(fig)
@@ -340,12 +380,15 @@ def main(cfg: JudgeTournamentsConfig) -> dict[str, Any]:
         fraction_figure(run, cfg, table)
 
         head = table[list(cfg.strengths).index(cfg.headline_strength)]
-        swim = f"swim_r{max(cfg.swim_repeats)}"
+        top = max(cfg.swim_repeats)
+        swim = f"swim_r{top}"
         headline = {
             "strength": cfg.headline_strength,
             "method": swim,
             "swim_spearman": head[f"{swim}/spearman"],
+            "insertion_spearman": head[f"insertion_r{top}/spearman"],
             "round_robin_spearman": head["round_robin/spearman"],
+            "matched_round_robin_spearman": head.get(f"rr_matched_r{top}/spearman"),
             "swim_fraction": head[f"{swim}/fraction"],
         }
         results: dict[str, Any] = {
@@ -358,9 +401,10 @@ def main(cfg: JudgeTournamentsConfig) -> dict[str, Any]:
         }
         print(format_table(cfg, table), flush=True)
         print(
-            f"[judge_tournaments] at strength {cfg.headline_strength:g}: Swim (repeats {max(cfg.swim_repeats)}) "
+            f"[judge_tournaments] at strength {cfg.headline_strength:g}: Swim (repeats {top}) "
             f"reaches Spearman {headline['swim_spearman']:.3f} vs round-robin's "
-            f"{headline['round_robin_spearman']:.3f} at {100 * headline['swim_fraction']:.1f}% of its comparisons",
+            f"{headline['round_robin_spearman']:.3f} at {100 * headline['swim_fraction']:.1f}% of its comparisons "
+            f"(insertion with the same calls: {headline['insertion_spearman']:.3f})",
             flush=True,
         )
         run.finish(results, t_start)

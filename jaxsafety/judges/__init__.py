@@ -2,14 +2,16 @@
 
 Xu, Ruis, Rocktaschel, Kirk (ICML 2025, arXiv 2502.14074): pairwise judges anchored to a fixed baseline give
 rankings that depend on the baseline, because judge preferences are non-transitive; round-robin tournaments with
-Bradley-Terry aggregation and Swim tournaments (binary-search insertion) are the remedies.
+Bradley-Terry aggregation are the remedy, and their Swim (Swiss-Wise Iterative Matchmaking) tournaments cut its cost;
+binary-search insertion is a cheaper design of ours.
 
 - :mod:`~jaxsafety.judges.data`: the comparison data model and its CSV reader / writer;
 - :mod:`~jaxsafety.judges.bradley_terry`: Bradley-Terry MLE (dense Newton, Newman's fixed point, Hunter's MM;
   hard and soft labels, ties, weights, L2 prior), Elo scale, vmapped bootstrap;
 - :mod:`~jaxsafety.judges.metrics`: position bias, PNT / SNTD non-transitivity, win rates, rank correlations;
 - :mod:`~jaxsafety.judges.judges`: the ``Judge`` protocol, a caching wrapper and simulated judges;
-- :mod:`~jaxsafety.judges.tournaments`: baseline-anchored, round-robin and Swim tournaments;
+- :mod:`~jaxsafety.judges.tournaments`: baseline-anchored, round-robin, Swim (Swiss rounds) and insertion
+  tournaments;
 - :mod:`~jaxsafety.judges.lm_judge`: an LM judge on the model zoo (a tiny GPT-2 trained to judge arithmetic
   answers, p(A) from the log-probs of the label tokens) and response models that generate their answers with zoo
   arithmetic LMs. Its names are exported lazily (PEP 562 ``__getattr__``): importing this package does not import
@@ -45,6 +47,9 @@ from jaxsafety.judges.tournaments import (
     baseline_tournament,
     insertion_tournament,
     round_robin_tournament,
+    swim_rounds,
+    swim_tournament,
+    swiss_pairing,
 )
 
 _LAZY = {
@@ -87,6 +92,9 @@ __all__ = [
     "rank_correlations",
     "read_comparisons_csv",
     "round_robin_tournament",
+    "swim_rounds",
+    "swim_tournament",
+    "swiss_pairing",
     "to_csv",
     "to_elo",
     "train_lm_judge",

@@ -20,7 +20,17 @@ def test_smoke_run_writes_results_plots_and_logs(tmp_path):
     res = json.loads((run / "results.json").read_text())
     for name in ("spearman_vs_fraction", "spearman_vs_strength", "nontransitivity"):
         assert (run / f"{name}.png").stat().st_size > 10_000, name
-    methods = ["baseline", "round_robin", "swim_r1", "swim_r3"]
+    # 8 models: Swim plays 3 rounds of 4 matches; at 3 repeats (x2 orders) that buys a 28-pair round robin one
+    # instruction (72 >= 56 calls), at 1 repeat none
+    methods = [
+        "baseline",
+        "round_robin",
+        "swim_r1",
+        "swim_r3",
+        "insertion_r1",
+        "insertion_r3",
+        "rr_matched_r3",
+    ]
     assert res["methods"] == methods
     table = res["table"]
     assert [row["strength"] for row in table] == [0.0, 4.0]
@@ -41,6 +51,10 @@ def test_smoke_run_writes_results_plots_and_logs(tmp_path):
         assert row["round_robin/fraction"] == 1.0
         assert abs(row["baseline/fraction"] - 2 / 8) < 1e-12
         assert 0 < row["swim_r1/fraction"] < row["swim_r3/fraction"] < 1
+        assert row["swim_r1/fraction"] == 3 * 4 * 2 / (28 * 16 * 2)  # rounds x matches x calls / round robin
+        for r in (1, 3):  # matched budgets: never more than Swim's calls
+            assert row[f"insertion_r{r}/fraction"] <= row[f"swim_r{r}/fraction"]
+        assert row["rr_matched_r3/fraction"] == 56 / (28 * 16 * 2)  # one whole instruction fits
     for judges in res["per_judge"]:
         for j in judges:
             assert j["round_robin_calls"] == 8 * 7 // 2 * 16 * 2
