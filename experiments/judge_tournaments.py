@@ -15,9 +15,9 @@ judges (the same latent skills, styles and noise draws at every strength, so the
     paper's Swim (Swiss-Wise Iterative Matchmaking: ``ceil(log2 n)`` Swiss rounds on the refitted Bradley-Terry
     ranking, :func:`~jaxsafety.judges.swim_tournament`) with ``repeats`` instructions per match for each of
     ``swim_repeats``, binary-search insertion (:func:`~jaxsafety.judges.insertion_tournament`) at the same
-    repeats capped at Swim's judge calls, and a round robin cut to Swim's judge calls (its first whole
-    instructions, where at least one fits); each tournament's judge calls as a fraction of the full round
-    robin's.
+    repeats (at its own cost, and capped at Swim's judge calls: the models left unplaced are guessed), and a
+    round robin cut to Swim's judge calls (its first whole instructions, where at least one fits); each
+    tournament's judge calls as a fraction of the full round robin's.
 
     python experiments/judge_tournaments.py --smoke      # < 1 min on CPU
     python experiments/judge_tournaments.py              # full study (about a minute)
@@ -136,6 +136,7 @@ def method_names(cfg: JudgeTournamentsConfig) -> list[str]:
         "round_robin",
         *(f"swim_r{r}" for r in cfg.swim_repeats),
         *(f"insertion_r{r}" for r in cfg.swim_repeats),
+        *(f"insertion_matched_r{r}" for r in cfg.swim_repeats),
         *(f"rr_matched_r{r}" for r in matched_round_robin(cfg)),
     ]
 
@@ -207,10 +208,10 @@ def study_judge(cfg: JudgeTournamentsConfig, strength: float, judge_seed: int) -
     for r, k in zip(cfg.swim_repeats, jax.random.split(k_swim, len(cfg.swim_repeats)), strict=True):
         swim = swim_tournament(cached, n, num_i, key=k, repeats=r)
         record(f"swim_r{r}", swim)
-        # the same budget: insertion at the same repeats, capped at Swim's calls; a round robin cut to them
-        record(
-            f"insertion_r{r}", insertion_tournament(cached, n, num_i, key=k, repeats=r, budget=swim.num_calls)
-        )
+        # insertion at the same repeats, at its own cost and capped at Swim's calls; a round robin cut to them
+        record(f"insertion_r{r}", insertion_tournament(cached, n, num_i, key=k, repeats=r))
+        capped = insertion_tournament(cached, n, num_i, key=k, repeats=r, budget=swim.num_calls)
+        record(f"insertion_matched_r{r}", capped)
         if r in matched:
             record(f"rr_matched_r{r}", round_robin_tournament(cached, n, num_i, budget=swim.num_calls))
     out["round_robin_calls"] = rr.num_calls
@@ -305,17 +306,15 @@ def fraction_figure(run: Run, cfg: JudgeTournamentsConfig, table: list[dict[str,
     matched = matched_round_robin(cfg)
     for ax, j in zip(axes[0], picks, strict=True):
         row = table[j]
-        for name, marker, color, reps in (
-            ("swim", "o-", "C2", cfg.swim_repeats),
-            ("insertion", "s--", "C3", cfg.swim_repeats),
-            ("rr_matched", "^:", "C1", matched),
+        for name, marker, color, reps, label in (
+            ("swim", "o-", "C2", cfg.swim_repeats, "Swim (Swiss rounds)"),
+            ("insertion", "s-", "C3", cfg.swim_repeats, "insertion (own cost)"),
+            ("insertion_matched", "s--", "C4", cfg.swim_repeats, "insertion (capped at Swim's calls)"),
+            ("rr_matched", "^:", "C1", matched, "round robin (Swim's calls)"),
         ):
             fx = [row[f"{name}_r{r}/fraction"] for r in reps]
             fy = [row[f"{name}_r{r}/spearman"] for r in reps]
-            label = {"swim": "Swim (Swiss rounds)", "insertion": "insertion (same calls)"}.get(
-                name, "round robin (same calls)"
-            )
-            ax.plot(fx, fy, marker, color=color, label=label)
+            ax.plot(fx, fy, marker, color=color, label=label, mfc="none" if "matched" in name else None)
         ax.plot([1.0], [row["round_robin/spearman"]], "*", color="C1", ms=12, label="full round robin + BT")
         ax.plot([row["baseline/fraction"]], [row["baseline/spearman"]], "s", color="C0", mfc="none", ms=8,
                 label="baseline-anchored")  # fmt: skip
@@ -387,6 +386,8 @@ def main(cfg: JudgeTournamentsConfig) -> dict[str, Any]:
             "method": swim,
             "swim_spearman": head[f"{swim}/spearman"],
             "insertion_spearman": head[f"insertion_r{top}/spearman"],
+            "insertion_fraction": head[f"insertion_r{top}/fraction"],
+            "insertion_matched_spearman": head[f"insertion_matched_r{top}/spearman"],
             "round_robin_spearman": head["round_robin/spearman"],
             "matched_round_robin_spearman": head.get(f"rr_matched_r{top}/spearman"),
             "swim_fraction": head[f"{swim}/fraction"],
@@ -404,7 +405,8 @@ def main(cfg: JudgeTournamentsConfig) -> dict[str, Any]:
             f"[judge_tournaments] at strength {cfg.headline_strength:g}: Swim (repeats {top}) "
             f"reaches Spearman {headline['swim_spearman']:.3f} vs round-robin's "
             f"{headline['round_robin_spearman']:.3f} at {100 * headline['swim_fraction']:.1f}% of its comparisons "
-            f"(insertion with the same calls: {headline['insertion_spearman']:.3f})",
+            f"(insertion: {headline['insertion_spearman']:.3f} at {100 * headline['insertion_fraction']:.1f}%, "
+            f"{headline['insertion_matched_spearman']:.3f} capped at Swim's calls)",
             flush=True,
         )
         run.finish(results, t_start)

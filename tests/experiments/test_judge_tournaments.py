@@ -29,6 +29,8 @@ def test_smoke_run_writes_results_plots_and_logs(tmp_path):
         "swim_r3",
         "insertion_r1",
         "insertion_r3",
+        "insertion_matched_r1",
+        "insertion_matched_r3",
         "rr_matched_r3",
     ]
     assert res["methods"] == methods
@@ -53,7 +55,7 @@ def test_smoke_run_writes_results_plots_and_logs(tmp_path):
         assert 0 < row["swim_r1/fraction"] < row["swim_r3/fraction"] < 1
         assert row["swim_r1/fraction"] == 3 * 4 * 2 / (28 * 16 * 2)  # rounds x matches x calls / round robin
         for r in (1, 3):  # matched budgets: never more than Swim's calls
-            assert row[f"insertion_r{r}/fraction"] <= row[f"swim_r{r}/fraction"]
+            assert row[f"insertion_matched_r{r}/fraction"] <= row[f"swim_r{r}/fraction"]
         assert row["rr_matched_r3/fraction"] == 56 / (28 * 16 * 2)  # one whole instruction fits
     for judges in res["per_judge"]:
         for j in judges:
