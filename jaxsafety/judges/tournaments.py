@@ -250,6 +250,16 @@ def round_robin_tournament(
     )
 
 
+def _aggregate_compared(aggregate: Aggregate, comparisons: Comparisons, num_models: int) -> np.ndarray:
+    """``aggregate``'s scores, NaN for the models no comparison involved (with two or more models)."""
+    scores = np.asarray(aggregate(comparisons, num_models), dtype=np.float64).copy()
+    seen = np.zeros(num_models, dtype=bool)
+    seen[comparisons.model_a] = seen[comparisons.model_b] = True
+    if num_models > 1:
+        scores[~seen] = np.nan
+    return scores
+
+
 def insertion_max_matches(num_models: int) -> int:
     """Worst-case matches of :func:`insertion_tournament`: ``sum_{k=1}^{n-1} ceil(log2(k+1)) <= n ceil(log2 n)``
     (inserting into a sorted list of ``k`` models takes at most ``ceil(log2(k+1))`` pivot comparisons)."""
@@ -376,11 +386,7 @@ def insertion_tournament(
     if aggregate is None:
         scores = scores_from_ranking(order_arr)
     else:
-        scores = np.asarray(aggregate(comparisons, num_models), dtype=np.float64).copy()
-        seen = np.zeros(num_models, dtype=bool)
-        seen[comparisons.model_a] = seen[comparisons.model_b] = True
-        if num_models > 1:
-            scores[~seen] = np.nan
+        scores = _aggregate_compared(aggregate, comparisons, num_models)
         order_arr = ranking_from_scores(scores)
     return TournamentResult(
         order_arr, scores, comparisons, comparisons.num_comparisons, matches, exhausted, unranked
@@ -564,10 +570,7 @@ def swim_tournament(
 
     comparisons = concat_comparisons(parts)
     if aggregate is not None:
-        scores = np.asarray(aggregate(comparisons, n), dtype=np.float64).copy()
-        seen = np.zeros(n, dtype=bool)
-        seen[comparisons.model_a] = seen[comparisons.model_b] = True
-        scores[~seen] = np.nan
+        scores = _aggregate_compared(aggregate, comparisons, n)
         ranking = ranking_from_scores(scores)
     return TournamentResult(
         ranking,
