@@ -100,6 +100,7 @@ def test_checkpoint_of_two_processes_restores_in_one(runs, tmp_path):
     assert _max_diff(a, c) <= 1e-5
 
 
+@pytest.mark.slow  # 2 jobs (5 processes in all), ~25 s
 def test_finetune_in_two_processes_matches_one_device(tmp_path):
     """LoRA SFT (chunks of jitted steps drawing their batches on the device) with FSDP over 2 processes x 2
     devices gives the single-device run's losses and merged parameters."""
