@@ -201,16 +201,25 @@ def test_kfac_factors_match_explicit_loops(include_bias):
         assert np.isclose(float(f.damping), 0.1 * np.mean(np.asarray(f.eigenvalues)), rtol=1e-6)
 
 
-@pytest.mark.parametrize("include_bias", [False, True])
-def test_ekfac_eigenvalues_are_the_dense_fisher_diagonal_in_the_kronecker_basis(include_bias):
-    factors, _ = _fit("ekfac", include_bias=include_bias, chunk_size=5, num_samples=2)
-    fisher = _sampled_fisher(_corpus(), jax.random.key(7), 5, 2, include_bias)
+def _assert_ekfac_eigenvalues_match(factors, fisher) -> dict[str, np.ndarray]:
+    """Each layer's EK-FAC eigenvalues equal ``diag(Q^T F Q)`` of the dense Fisher ``F`` in the Kronecker basis
+    ``Q``; returns that diagonal per layer."""
+    out = {}
     for name in (UP, DOWN):
         f = factors.layers[name]
         q = np.kron(np.asarray(f.activation_eigvecs, np.float64), np.asarray(f.gradient_eigvecs, np.float64))
         want = np.diag(q.T @ fisher[name] @ q).reshape(f.eigenvalues.shape)
         np.testing.assert_allclose(np.asarray(f.eigenvalues), want, rtol=2e-4, atol=1e-6 * want.max())
-        assert np.isclose(float(f.damping), 0.1 * want.mean(), rtol=1e-4)
+        out[name] = want
+    return out
+
+
+@pytest.mark.parametrize("include_bias", [False, True])
+def test_ekfac_eigenvalues_are_the_dense_fisher_diagonal_in_the_kronecker_basis(include_bias):
+    factors, _ = _fit("ekfac", include_bias=include_bias, chunk_size=5, num_samples=2)
+    fisher = _sampled_fisher(_corpus(), jax.random.key(7), 5, 2, include_bias)
+    for name, want in _assert_ekfac_eigenvalues_match(factors, fisher).items():
+        assert np.isclose(float(factors.layers[name].damping), 0.1 * want.mean(), rtol=1e-4)
     diag, _ = _fit("diagonal", include_bias=include_bias, chunk_size=5, num_samples=2)
     for name in (UP, DOWN):
         want = np.diag(fisher[name]).reshape(diag.layers[name].eigenvalues.shape)
@@ -226,12 +235,7 @@ def test_ekfac_eigenvalue_pass_from_cached_taps(tap_cache_mb):
     """One label sample: pass 2 reusing pass 1's cached inputs and output gradients (all, some, or none of the
     chunks) gives the dense Fisher's diagonal in the Kronecker basis, as the recomputing pass does."""
     factors, _ = _fit("ekfac", chunk_size=5, num_samples=1, tap_cache_mb=tap_cache_mb)
-    fisher = _sampled_fisher(_corpus(), jax.random.key(7), 5, 1, False)
-    for name in (UP, DOWN):
-        f = factors.layers[name]
-        q = np.kron(np.asarray(f.activation_eigvecs, np.float64), np.asarray(f.gradient_eigvecs, np.float64))
-        want = np.diag(q.T @ fisher[name] @ q).reshape(f.eigenvalues.shape)
-        np.testing.assert_allclose(np.asarray(f.eigenvalues), want, rtol=2e-4, atol=1e-6 * want.max())
+    _assert_ekfac_eigenvalues_match(factors, _sampled_fisher(_corpus(), jax.random.key(7), 5, 1, False))
 
 
 @pytest.mark.parametrize("strategy", ["identity", "diagonal", "kfac", "ekfac"])
