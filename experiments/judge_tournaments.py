@@ -333,17 +333,24 @@ def fraction_figure(run: Run, cfg: JudgeTournamentsConfig, table: list[dict[str,
 
 def format_table(cfg: JudgeTournamentsConfig, table: list[dict[str, Any]]) -> str:
     methods = method_names(cfg)
+    width = [
+        max(11, len(m)) for m in methods
+    ]  # whole names: "insertion_matched_r20" and "insertion_r20" differ late
     head = f"{'strength':>8} {'PNT':>6} {'SNTD':>7} {'dRank':>5} {'dRmax':>5} " + " ".join(
-        f"{m[:11]:>11}" for m in methods
+        f"{m:>{w}}" for m, w in zip(methods, width, strict=True)
     )
     lines = [head, " " * 40 + "Spearman (Kendall) vs true ranking; last row: judge calls / round-robin calls"]
     for row in table:
-        cells = " ".join(f"{row[f'{m}/spearman']:>5.2f}({row[f'{m}/kendall']:.2f})" for m in methods)
+        pairs = [f"{row[f'{m}/spearman']:.2f}({row[f'{m}/kendall']:.2f})" for m in methods]
+        cells = " ".join(f"{c:>{w}}" for c, w in zip(pairs, width, strict=True))
         lines.append(
             f"{row['strength']:>8g} {row['pnt']:>6.3f} {row['sntd']:>7.4f} "
             f"{row['baseline/mean_rank_change']:>5.2f} {row['baseline/max_rank_change']:>5.1f} {cells}"
         )
-    fractions = " ".join(f"{np.mean([row[f'{m}/fraction'] for row in table]):>11.3f}" for m in methods)
+    fractions = " ".join(
+        f"{np.mean([row[f'{m}/fraction'] for row in table]):>{w}.3f}"
+        for m, w in zip(methods, width, strict=True)
+    )
     lines.append(f"{'fraction':>8} {'':>6} {'':>7} {'':>5} {'':>5} {fractions}")
     return "\n".join(lines)
 
